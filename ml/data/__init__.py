@@ -1,0 +1,1 @@
+"""Raw data handling: the dataset registry and raw-log ingestion into DuckDB."""

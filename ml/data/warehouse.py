@@ -1,0 +1,59 @@
+"""The raw layer's DuckDB schema: tables that ingestion writes and dbt reads as sources."""
+
+from __future__ import annotations
+
+import duckdb
+
+RAW_SCHEMA = "raw"
+
+# One row per usable raw event line (typed), per dataset.
+RAW_EVENTS_DDL = f"""
+create table if not exists {RAW_SCHEMA}.events (
+    dataset varchar not null,
+    source_file varchar not null,
+    line_number bigint not null,
+    ingest_order bigint not null,
+    event_id bigint,
+    user_id varchar not null,
+    item_id varchar not null,
+    event_type varchar,
+    timestamp_s double not null,
+    rating double,
+    review_text varchar
+)
+"""
+
+# One row per usable raw catalog line, per dataset.
+RAW_ITEMS_DDL = f"""
+create table if not exists {RAW_SCHEMA}.items (
+    dataset varchar not null,
+    source_file varchar not null,
+    line_number bigint not null,
+    item_id varchar not null,
+    title varchar,
+    description varchar,
+    brand varchar,
+    categories varchar[],
+    attributes varchar
+)
+"""
+
+# One row per raw line that could not be used, with the reason; nothing is dropped silently.
+RAW_QUARANTINE_DDL = f"""
+create table if not exists {RAW_SCHEMA}.quarantine (
+    dataset varchar not null,
+    source_kind varchar not null,
+    source_file varchar not null,
+    line_number bigint not null,
+    raw_text varchar not null,
+    reason varchar not null,
+    detail varchar
+)
+"""
+
+
+def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the raw schema and its tables if they do not exist yet."""
+    con.execute(f"create schema if not exists {RAW_SCHEMA}")
+    for ddl in (RAW_EVENTS_DDL, RAW_ITEMS_DDL, RAW_QUARANTINE_DDL):
+        con.execute(ddl)
