@@ -1,0 +1,8 @@
+-- Events that count as interactions: all of them, or those rated at least min_rating when it is set.
+{% set min_rating = var('min_rating') %}
+
+select *
+from {{ ref('stg_events') }}
+{% if min_rating is not none %}
+where rating >= {{ min_rating }}
+{% endif %}
