@@ -1,0 +1,21 @@
+"""The Dagster code location: assembles assets, checks, jobs, schedules, sensors and resources."""
+
+import dagster as dg
+
+from orchestration.assets.dbt import data_layer_dbt
+from orchestration.assets.ingest import ingest_raw_logs
+from orchestration.assets.summary import data_layer_summary
+from orchestration.checks import gx_interactions, gx_raw_events
+from orchestration.jobs import data_layer_job, full_pipeline_job
+from orchestration.resources import default_resources
+from orchestration.schedules import weekly_full_retrain
+from orchestration.sensors import raw_files_sensor
+
+defs = dg.Definitions(
+    assets=[ingest_raw_logs, data_layer_dbt, data_layer_summary],
+    asset_checks=[gx_raw_events, gx_interactions],
+    jobs=[data_layer_job, full_pipeline_job],
+    schedules=[weekly_full_retrain],
+    sensors=[raw_files_sensor],
+    resources=default_resources(),
+)

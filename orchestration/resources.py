@@ -1,0 +1,90 @@
+"""Typed resources and project paths, all configured from environment variables in one place.
+
+LLMREC_DUCKDB_PATH is the one setting both dbt (transforms/profiles.yml) and Dagster read for the
+warehouse; when it is unset it defaults to data/warehouse/llmrec.duckdb under LLMREC_DATA_DIR.
+"""
+
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from dagster_dbt import DbtCliResource, DbtProject
+
+from ml.data.registry import DatasetRegistry, load_registry
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = PROJECT_ROOT / "transforms"
+
+DATA_DIR_ENV = "LLMREC_DATA_DIR"
+WAREHOUSE_ENV = "LLMREC_DUCKDB_PATH"
+REGISTRY_ENV = "LLMREC_REGISTRY"
+
+# The pool every step that opens the warehouse runs in (limit 1 in dagster_home/dagster.yaml).
+DUCKDB_POOL = "duckdb"
+
+
+def data_dir() -> Path:
+    """Root folder of everything the pipeline writes."""
+    return Path(os.environ.get(DATA_DIR_ENV, PROJECT_ROOT / "data"))
+
+
+def registry_path() -> Path:
+    """Path of the dataset registry file."""
+    return Path(os.environ.get(REGISTRY_ENV, PROJECT_ROOT / "datasets.yaml"))
+
+
+# dbt's profile reads this variable in its own process; giving it its default here makes the
+# Dagster resource and dbt agree even when the user exported nothing.
+os.environ.setdefault(WAREHOUSE_ENV, str(data_dir() / "warehouse" / "llmrec.duckdb"))
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB warehouse file shared by ingestion, dbt and the data checks."""
+
+    path: str
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the warehouse (creating its folder), closing the connection afterwards."""
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(self.path, read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+class DatasetRegistryResource(dg.ConfigurableResource):
+    """The dataset registry file (datasets.yaml)."""
+
+    path: str
+
+    def load(self) -> DatasetRegistry:
+        """Parse and validate the registry."""
+        return load_registry(Path(self.path))
+
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+# Under `dagster dev` the manifest is rebuilt on load; elsewhere `make prepare` (dbt parse) builds it.
+dbt_project.prepare_if_dev()
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this Python (the project venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.is_file() else shutil.which("dbt") or "dbt"
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    """The resources the definitions bind, each read from its environment variable at run time."""
+    return {
+        "warehouse": WarehouseResource(path=dg.EnvVar(WAREHOUSE_ENV)),
+        "registry": DatasetRegistryResource(path=str(registry_path())),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+    }
