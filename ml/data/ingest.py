@@ -299,7 +299,7 @@ def _write_dataset(
         select s.*, {_event_reason_sql(dataset, item_file is not None)} as final_reason
         from _stage_events s
         """,
-        params,
+        params if item_file is not None else {},  # only the catalog check names the dataset
     )
     con.execute(
         f"""

@@ -1,0 +1,480 @@
+"""Benchmark the data layer (ingestion + dbt) against the same transformations written directly in DuckDB.
+
+What is measured, on one synthetic event log generated deterministically with DuckDB SQL:
+
+* generation: writing the gzip JSON-lines event log and item catalog (reported apart, not compared);
+* "ours": the pipeline as Dagster runs it for one dataset partition, i.e. `ml.data.ingest.ingest_dataset`
+  into a fresh DuckDB file, then `dbt build` (models + tests) as a subprocess with the partition's vars;
+* "direct": one DuckDB connection, in one script run, reading the same file with `read_json`, removing
+  exact duplicates, sessionizing (30-minute gap), iterating the 5-core to its fixed point with a Python
+  loop of DELETE statements, and writing the leave-one-out split to a table.
+
+The two results are checked to be identical (counts and every split row) before the times, their ratio
+and the peak memory are printed and written to `<workdir>/results.json`.
+
+    .venv/bin/python -m benchmarks.data_layer_benchmark --events 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = PROJECT_ROOT / "transforms"
+DATASET = "synthetic"
+K_CORE = 5
+SESSION_GAP_MINUTES = 30
+MIN_SEQUENCE_LENGTH = 3
+TIMESTAMP_MIN_S = 1_500_000_000
+TIMESTAMP_SPAN_S = 100_000_000
+# Each user is active around a few anchor times; events fall in a window after one of them.
+ANCHORS_PER_USER = 4
+ANCHOR_WINDOW_S = 7_200
+
+logger = logging.getLogger("data_layer_benchmark")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Users, items and interactions of a leave-one-out split, plus the k-core passes that led to it."""
+
+    users: int
+    items: int
+    interactions: int
+    kcore_passes: int
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (users and items default to events/20 and events/50)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=10_000_000, help="number of synthetic events")
+    parser.add_argument("--users", type=int, default=None, help="number of users (default: events // 20)")
+    parser.add_argument("--items", type=int, default=None, help="number of items (default: events // 50)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic log")
+    parser.add_argument("--workdir", type=Path, default=None, help="work folder (default: a fresh temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder afterwards")
+    args = parser.parse_args(argv)
+    args.users = args.users if args.users is not None else max(1, args.events // 20)
+    args.items = args.items if args.items is not None else max(1, args.events // 50)
+    if min(args.events, args.users, args.items) < 1:
+        parser.error("--events, --users and --items must be positive")
+    return args
+
+
+def timed(label: str, action: Callable[[], T]) -> tuple[T, float]:
+    """Run `action`, log and return its result with the wall-clock seconds it took."""
+    logger.info("%s: starting", label)
+    start = time.perf_counter()
+    result = action()
+    seconds = time.perf_counter() - start
+    logger.info("%s: %.2f s (peak RSS so far %.0f MB)", label, seconds, peak_rss_mb(resource.RUSAGE_SELF))
+    return result, seconds
+
+
+def peak_rss_mb(who: int) -> float:
+    """Peak resident set size in MB of this process (RUSAGE_SELF) or its waited-for children."""
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports kilobytes
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> Any:
+    """The single value a query returns."""
+    row = con.execute(sql, params or {}).fetchone()
+    if row is None:
+        raise SystemExit(f"query returned no row: {sql}")
+    return row[0]
+
+
+def sql_path(path: Path) -> str:
+    """A path as a single-quoted SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+# ---------------------------------------------------------------- synthetic log
+
+
+def generate_log(workdir: Path, events: int, users: int, items: int, seed: int) -> None:
+    """Write events.jsonl.gz (skewed users and items, clustered timestamps) and items.jsonl.gz."""
+    con = duckdb.connect()
+    try:
+        draw_random_values(con, events, users, seed)
+        # Items are Zipf-like (P(k) ~ 1/k): a long tail of rare items that the 5-core removes.
+        # Users are skewed too (density ~ 1/sqrt(x)), so some users fall below k as well.
+        con.execute(
+            f"""
+            copy (
+                select
+                    d.event_id,
+                    'u' || d.user_index as user_id,
+                    'i' || cast(floor(pow({items} + 1, d.item_u)) as bigint) as item_id,
+                    'click' as event_type,
+                    {TIMESTAMP_MIN_S} + a.anchor_s + cast(floor({ANCHOR_WINDOW_S} * d.offset_u) as bigint)
+                        as timestamp
+                from drawn d
+                join anchors a on a.user_index = d.user_index and a.anchor = d.anchor
+                order by d.event_id
+            ) to {sql_path(workdir / "events.jsonl.gz")} (format json, compression gzip)
+            """
+        )
+        con.execute(
+            f"""
+            copy (
+                select 'i' || range as item_id, 'Synthetic item ' || range as title
+                from range(1, {items} + 1)
+                order by range
+            ) to {sql_path(workdir / "items.jsonl.gz")} (format json, compression gzip)
+            """
+        )
+    finally:
+        con.close()
+
+
+def draw_random_values(con: duckdb.DuckDBPyConnection, events: int, users: int, seed: int) -> None:
+    """Draw every random value into temp tables `anchors` and `drawn`, reproducibly from `seed`."""
+    # random() after setseed() repeats only when one thread evaluates it in a fixed order.
+    con.execute("set threads = 1")
+    con.execute("select setseed($seed)", {"seed": (seed % 1_000_003) / 1_000_003})
+    con.execute(
+        f"""
+        create temp table anchors as
+        select u.range as user_index, a.range as anchor,
+               cast(floor(random() * {TIMESTAMP_SPAN_S - ANCHOR_WINDOW_S}) as bigint) as anchor_s
+        from range(1, {users} + 1) u, range({ANCHORS_PER_USER}) a
+        order by user_index, anchor
+        """
+    )
+    con.execute(
+        f"""
+        create temp table drawn as
+        select range as event_id,
+               1 + cast(floor({users} * pow(random(), 2)) as bigint) as user_index,
+               random() as item_u,
+               cast(floor({ANCHORS_PER_USER} * random()) as bigint) as anchor,
+               random() as offset_u
+        from range(1, {events} + 1)
+        """
+    )
+    con.execute("reset threads")
+
+
+def write_registry(workdir: Path) -> Path:
+    """Write the workdir's datasets.yaml describing the synthetic dataset; return its path."""
+    registry = {
+        "default_dataset": DATASET,
+        "datasets": {
+            DATASET: {
+                "description": "synthetic benchmark log",
+                "events": {
+                    "path": "events.jsonl.gz",
+                    "format": "jsonl",
+                    "columns": {name: name for name in
+                                ("user_id", "item_id", "timestamp", "event_id", "event_type")},
+                },
+                "items": {
+                    "path": "items.jsonl.gz",
+                    "format": "jsonl",
+                    "columns": {"item_id": "item_id", "title": "title"},
+                },
+                "settings": {"k_core": K_CORE, "session_gap_minutes": SESSION_GAP_MINUTES},
+            }
+        },
+    }
+    path = workdir / "datasets.yaml"
+    path.write_text(yaml.safe_dump(registry, sort_keys=False), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------- ours: ingestion + dbt
+
+
+def run_ingestion(registry_file: Path, warehouse: Path) -> None:
+    """Ingest the synthetic dataset into `warehouse` exactly as the Dagster raw asset does."""
+    from ml.data.ingest import ingest_dataset
+    from ml.data.registry import load_registry
+
+    registry = load_registry(registry_file)
+    con = duckdb.connect(str(warehouse))
+    try:
+        report = ingest_dataset(con, registry, DATASET)
+    finally:
+        con.close()
+    if report.events_quarantined or report.quarantined.get("items"):
+        raise SystemExit(
+            f"ingestion quarantined synthetic rows, the log generator is wrong: {report.quarantined}"
+        )
+
+
+def dbt_command(registry_file: Path, workdir: Path) -> list[str]:
+    """The `dbt build` command line Dagster runs for the synthetic partition (same vars and project)."""
+    from ml.data.registry import load_registry
+    from orchestration.assets.dbt import dbt_vars
+
+    dbt_vars_json = json.dumps(dbt_vars(load_registry(registry_file).get(DATASET)), sort_keys=True)
+    return [
+        str(Path(sys.executable).parent / "dbt"), "build", "--vars", dbt_vars_json,
+        "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+        "--target-path", str(workdir / "dbt_target"),
+    ]
+
+
+def run_dbt(command: list[str], log_file: Path) -> None:
+    """Run a dbt command as a subprocess, its output going to `log_file`; fail if dbt fails."""
+    logger.info("dbt command: %s (output in %s)", " ".join(command), log_file)
+    with log_file.open("w", encoding="utf-8") as log:
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=DBT_PROJECT_DIR)
+
+
+def ours_counts(warehouse: Path) -> Counts:
+    """Users, items, interactions and k-core passes that dbt recorded in marts.dataset_stats."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        row = con.execute(
+            "select users, items, interactions, kcore_passes from marts.dataset_stats "
+            "where dataset = $dataset",
+            {"dataset": DATASET},
+        ).fetchone()
+    finally:
+        con.close()
+    if row is None:
+        raise SystemExit(f"marts.dataset_stats has no row for dataset {DATASET!r}")
+    return Counts(*(int(value) for value in row))
+
+
+# ---------------------------------------------------------------- direct: one DuckDB script
+
+
+def load_and_sessionize(con: duckdb.DuckDBPyConnection, events_file: Path, gap_seconds: int) -> None:
+    """Read the log, drop exact duplicates and number each user's sessions into table `kcore`."""
+    con.execute(
+        f"""
+        create or replace table kcore as
+        with events as (
+            select distinct event_id, user_id, item_id, event_type, cast("timestamp" as double) as timestamp_s
+            from read_json({sql_path(events_file)}, format = 'newline_delimited',
+                           columns = {{event_id: 'bigint', user_id: 'varchar', item_id: 'varchar',
+                                      event_type: 'varchar', "timestamp": 'bigint'}})
+        ),
+        flagged as (
+            select *,
+                   case when timestamp_s - lag(timestamp_s) over w > {gap_seconds} then 1
+                        when lag(timestamp_s) over w is null then 1
+                        else 0 end as is_session_start
+            from events
+            window w as (partition by user_id order by timestamp_s, event_id)
+        )
+        select event_id, user_id, item_id, event_type, timestamp_s,
+               user_id || '#' || sum(is_session_start) over (
+                   partition by user_id order by timestamp_s, event_id
+                   rows between unbounded preceding and current row) as session_id
+        from flagged
+        """
+    )
+
+
+def iterate_kcore(con: duckdb.DuckDBPyConnection, k: int) -> int:
+    """Run k-core passes until one removes nothing; return the passes, that last one included."""
+    passes = 0
+    while True:
+        passes += 1
+        removed = delete_pass(con, k)
+        logger.info("direct k-core pass %d removed %d rows", passes, removed)
+        if removed == 0:
+            return passes
+
+
+def delete_pass(con: duckdb.DuckDBPyConnection, k: int) -> int:
+    """One simultaneous k-core pass: delete every row of a user or item below k; return rows deleted."""
+    row = con.execute(
+        f"""
+        delete from kcore
+        where user_id in (select user_id from kcore group by user_id having count(*) < {k})
+           or item_id in (select item_id from kcore group by item_id having count(*) < {k})
+        """
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def write_split(con: duckdb.DuckDBPyConnection, min_length: int) -> None:
+    """Leave-one-out split of the k-core into table `interactions` (short users left out)."""
+    con.execute(
+        f"""
+        create or replace table interactions as
+        with ordered as (
+            select *,
+                   row_number() over (partition by user_id order by timestamp_s, event_id)
+                       as sequence_position,
+                   count(*) over (partition by user_id) as sequence_length
+            from kcore
+        )
+        select user_id, item_id, sequence_position, sequence_length,
+               case when sequence_position = sequence_length then 'test'
+                    when sequence_position = sequence_length - 1 then 'valid'
+                    else 'train' end as split,
+               timestamp_s, event_id, event_type, session_id
+        from ordered
+        where sequence_length >= {min_length}
+        """
+    )
+
+
+def run_direct(events_file: Path, database: Path) -> int:
+    """Dedupe, sessionize, k-core and split in one DuckDB connection; return the k-core passes."""
+    con = duckdb.connect(str(database))
+    try:
+        load_and_sessionize(con, events_file, SESSION_GAP_MINUTES * 60)
+        passes = iterate_kcore(con, K_CORE)
+        write_split(con, MIN_SEQUENCE_LENGTH)
+    finally:
+        con.close()
+    return passes
+
+
+def direct_counts(database: Path, passes: int) -> Counts:
+    """Users, items and interactions of the direct run's split table."""
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        row = con.execute(
+            "select count(distinct user_id), count(distinct item_id), count(*) from interactions"
+        ).fetchone()
+    finally:
+        con.close()
+    if row is None:
+        raise SystemExit("the direct run's interactions table returned no counts")
+    return Counts(int(row[0]), int(row[1]), int(row[2]), passes)
+
+
+# ---------------------------------------------------------------- verification
+
+
+_COMPARED = "user_id, item_id, split, event_id, timestamp_s, sequence_position, session_id"
+
+
+def row_differences(ours: Path, direct: Path) -> tuple[int, int]:
+    """Split rows only in ours and only in direct (multiset EXCEPT ALL across the two files)."""
+    con = duckdb.connect()
+    try:
+        con.execute(f"attach {sql_path(ours)} as ours (read_only)")
+        con.execute(f"attach {sql_path(direct)} as direct (read_only)")
+        ours_rows = f"select {_COMPARED} from ours.marts.interactions where dataset = '{DATASET}'"
+        direct_rows = f"select {_COMPARED} from direct.main.interactions"
+        only_ours = scalar(con, f"select count(*) from ({ours_rows} except all {direct_rows})")
+        only_direct = scalar(con, f"select count(*) from ({direct_rows} except all {ours_rows})")
+    finally:
+        con.close()
+    return int(only_ours), int(only_direct)
+
+
+def verify(ours: Counts, direct: Counts, ours_db: Path, direct_db: Path) -> None:
+    """Fail loudly unless both runs produced the same counts, passes and split rows."""
+    if ours != direct:
+        raise SystemExit(f"results differ: ours (marts.dataset_stats) {ours} != direct {direct}")
+    only_ours, only_direct = row_differences(ours_db, direct_db)
+    if only_ours or only_direct:
+        raise SystemExit(
+            f"split rows differ: {only_ours} rows only in ours ({ours_db}), "
+            f"{only_direct} rows only in direct ({direct_db}); compared columns: {_COMPARED}"
+        )
+    logger.info("verified: both runs give the same %d split rows (%s)", ours.interactions, _COMPARED)
+
+
+# ---------------------------------------------------------------- main
+
+
+def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Generate the log, time ours and direct, verify them and return the figures."""
+    _, generation_s = timed("generation", lambda: generate_log(
+        workdir, args.events, args.users, args.items, args.seed))
+    registry_file = write_registry(workdir)
+    ours_db, direct_db = workdir / "ours.duckdb", workdir / "direct.duckdb"
+    # dbt's profile and the orchestration package read the warehouse path from this variable.
+    os.environ["LLMREC_DUCKDB_PATH"] = str(ours_db)
+    _, ingestion_s = timed("ours: ingestion", lambda: run_ingestion(registry_file, ours_db))
+    # Built before timing: importing the orchestration package (Dagster) is not part of the dbt run.
+    command = dbt_command(registry_file, workdir)
+    _, dbt_s = timed("ours: dbt build", lambda: run_dbt(command, workdir / "dbt_build.log"))
+    passes, direct_s = timed("direct: DuckDB SQL", lambda: run_direct(workdir / "events.jsonl.gz", direct_db))
+    ours = ours_counts(ours_db)
+    verify(ours, direct_counts(direct_db, passes), ours_db, direct_db)
+    ours_s = ingestion_s + dbt_s
+    return {
+        "events": args.events,
+        "users_requested": args.users,
+        "items_requested": args.items,
+        "seed": args.seed,
+        "users_after_kcore": ours.users,
+        "items_after_kcore": ours.items,
+        "interactions_after_kcore": ours.interactions,
+        "kcore_passes": ours.kcore_passes,
+        "generation_s": round(generation_s, 3),
+        "ours_ingestion_s": round(ingestion_s, 3),
+        "ours_dbt_s": round(dbt_s, 3),
+        "ours_total_s": round(ours_s, 3),
+        "direct_s": round(direct_s, 3),
+        "ratio_ours_over_direct": round(ours_s / direct_s, 2),
+        "peak_rss_self_mb": round(peak_rss_mb(resource.RUSAGE_SELF), 1),
+        "peak_rss_children_mb": round(peak_rss_mb(resource.RUSAGE_CHILDREN), 1),
+        "workdir": str(workdir),
+    }
+
+
+def format_report(results: dict[str, Any]) -> str:
+    """The human-readable final figures."""
+    lines = [
+        f"events                         {results['events']:,}",
+        f"users after 5-core + split     {results['users_after_kcore']:,}",
+        f"items after 5-core + split     {results['items_after_kcore']:,}",
+        f"interactions after 5-core      {results['interactions_after_kcore']:,}",
+        f"k-core passes                  {results['kcore_passes']}",
+        f"generation                     {results['generation_s']:.2f} s",
+        f"ours: ingestion                {results['ours_ingestion_s']:.2f} s",
+        f"ours: dbt build                {results['ours_dbt_s']:.2f} s",
+        f"ours: total                    {results['ours_total_s']:.2f} s",
+        f"direct DuckDB SQL              {results['direct_s']:.2f} s",
+        f"ratio ours / direct            {results['ratio_ours_over_direct']:.2f}x",
+        f"peak RSS, this process         {results['peak_rss_self_mb']:.0f} MB (ingestion + direct)",
+        f"peak RSS, children             {results['peak_rss_children_mb']:.0f} MB (dbt)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the benchmark in the work folder, print and save the figures."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    workdir = args.workdir if args.workdir is not None else Path(tempfile.mkdtemp(prefix="llmrec-bench-"))
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    logger.info("workdir %s: %d events, %d users, %d items, seed %d",
+                workdir, args.events, args.users, args.items, args.seed)
+    results = run_benchmark(args, workdir)
+    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    sys.stdout.write(format_report(results))
+    if args.keep:
+        logger.info("kept %s (results in results.json)", workdir)
+    else:
+        shutil.rmtree(workdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Shared test set-up: a parsed dbt manifest (once per session) and a warehouse on a temp DuckDB."""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TRANSFORMS = PROJECT_ROOT / "transforms"
+DBT = str(Path(sys.executable).parent / "dbt")
+
+# Tests never touch the project's own warehouse: default every run to a throwaway file.
+os.environ["LLMREC_DUCKDB_PATH"] = str(Path(tempfile.mkdtemp(prefix="llmrec-tests-")) / "session.duckdb")
+
+
+def run_dbt(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the project's dbt with the given arguments; fail the test with dbt's output if it fails."""
+    result = subprocess.run(
+        [DBT, *args, "--project-dir", str(TRANSFORMS), "--profiles-dir", str(TRANSFORMS)],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"dbt {' '.join(args)} failed:\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}")
+    return result
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Parse the dbt project once, before collection: orchestration modules load its manifest."""
+    run_dbt("parse", "--quiet")
+
+
+@pytest.fixture
+def warehouse_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh DuckDB file for one test, exported the way dbt and Dagster read it."""
+    path = tmp_path / "warehouse.duckdb"
+    monkeypatch.setenv("LLMREC_DUCKDB_PATH", str(path))
+    return path

@@ -1,0 +1,80 @@
+"""The dataset registry parser: the shipped registry, and clear errors for bad entries."""
+
+from pathlib import Path
+
+import pytest
+
+from ml.data.registry import FileFormat, RegistryError, load_registry, parse_registry
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+MINIMAL = """
+datasets:
+  tiny:
+    events:
+      path: logs/events.csv
+      format: csv
+      columns: {user_id: u, item_id: i, timestamp: t}
+"""
+
+
+def test_shipped_registry_describes_both_benchmark_datasets() -> None:
+    registry = load_registry(PROJECT_ROOT / "datasets.yaml")
+    assert registry.names == ["amazon-beauty", "movielens-100k"]
+    assert registry.default_dataset == "amazon-beauty"
+    beauty = registry.get("amazon-beauty")
+    assert beauty.events.format is FileFormat.JSONL
+    assert beauty.events.columns.event_id == "event_id"
+    assert beauty.settings.k_core == 5 and beauty.settings.session_gap_minutes == 30
+    movielens = registry.get("movielens-100k")
+    assert movielens.events.columns.rating == "rating"
+    assert movielens.items is not None and movielens.items.category_separator == "|"
+    for name in registry.names:
+        assert all(path.is_file() for path in registry.raw_files(name)), name
+
+
+def test_minimal_entry_gets_defaults_and_resolves_paths(tmp_path: Path) -> None:
+    registry = parse_registry(MINIMAL, base_dir=tmp_path)
+    assert registry.default_dataset == "tiny"
+    assert registry.event_path("tiny") == (tmp_path / "logs/events.csv").resolve()
+    assert registry.item_path("tiny") is None
+    settings = registry.get("tiny").settings
+    assert (settings.k_core, settings.session_gap_minutes, settings.min_rating) == (5, 30.0, None)
+
+
+def test_fingerprint_changes_with_settings(tmp_path: Path) -> None:
+    base = parse_registry(MINIMAL, base_dir=tmp_path).get("tiny").fingerprint()
+    changed = parse_registry(MINIMAL + "    settings: {k_core: 10}\n", base_dir=tmp_path).get("tiny")
+    assert changed.fingerprint() != base
+    assert parse_registry(MINIMAL, base_dir=tmp_path).get("tiny").fingerprint() == base
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("datasets: [", "not valid YAML"),
+        ("nothing: here", "'datasets' mapping"),
+        ("datasets: {}", "no datasets"),
+        (MINIMAL.replace("tiny:", "Bad Name:"), "must match"),
+        (MINIMAL.replace("format: csv", "format: xml"), "tiny"),
+        (MINIMAL.replace("columns: {user_id: u, item_id: i, timestamp: t}", "columns: {user_id: u}"),
+         "item_id"),
+        (MINIMAL + "    unexpected: 1\n", "unexpected"),
+        (MINIMAL + "    settings: {k_core: 0}\n", "k_core"),
+        (MINIMAL + "    settings: {min_timestamp_s: 10, max_timestamp_s: 5}\n", "min_timestamp_s"),
+        ("default_dataset: other\n" + MINIMAL, "default_dataset 'other'"),
+    ],
+)
+def test_bad_registries_fail_with_a_clear_message(text: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match=message):
+        parse_registry(text, base_dir=tmp_path)
+
+
+def test_missing_registry_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="not found"):
+        load_registry(tmp_path / "absent.yaml")
+
+
+def test_unknown_dataset_names_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="tiny"):
+        parse_registry(MINIMAL, base_dir=tmp_path).get("other")
