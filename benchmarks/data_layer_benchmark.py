@@ -46,6 +46,8 @@ TIMESTAMP_SPAN_S = 100_000_000
 # Each user is active around a few anchor times; events fall in a window after one of them.
 ANCHORS_PER_USER = 4
 ANCHOR_WINDOW_S = 7_200
+# How often the dbt subprocess's peak memory (VmHWM, a running maximum) is read.
+RSS_POLL_S = 0.2
 
 logger = logging.getLogger("data_layer_benchmark")
 T = TypeVar("T")
@@ -238,11 +240,33 @@ def dbt_command(registry_file: Path, workdir: Path) -> list[str]:
     ]
 
 
-def run_dbt(command: list[str], log_file: Path) -> None:
-    """Run a dbt command as a subprocess, its output going to `log_file`; fail if dbt fails."""
+def run_dbt(command: list[str], log_file: Path) -> float:
+    """Run a dbt command (output to `log_file`), failing if dbt fails; return its own peak RSS in MB."""
     logger.info("dbt command: %s (output in %s)", " ".join(command), log_file)
+    peak_kb = 0
     with log_file.open("w", encoding="utf-8") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=DBT_PROJECT_DIR)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=DBT_PROJECT_DIR)
+        while True:
+            try:
+                returncode = process.wait(timeout=RSS_POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                peak_kb = max(peak_kb, high_water_rss_kb(process.pid))
+    if returncode != 0:
+        raise subprocess.CalledProcessError(returncode, command)
+    return peak_kb / 1024
+
+
+def high_water_rss_kb(pid: int) -> int:
+    """A running process's peak resident set (VmHWM) in kB, or 0 when it has just exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    except (FileNotFoundError, ProcessLookupError):
+        return 0  # exited between wait() and this read; its earlier readings stand
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def ours_counts(warehouse: Path) -> Counts:
@@ -405,14 +429,16 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Generate the log, time ours and direct, verify them and return the figures."""
     _, generation_s = timed("generation", lambda: generate_log(
         workdir, args.events, args.users, args.items, args.seed))
+    rss_after_generation = peak_rss_mb(resource.RUSAGE_SELF)
     registry_file = write_registry(workdir)
     ours_db, direct_db = workdir / "ours.duckdb", workdir / "direct.duckdb"
     # dbt's profile and the orchestration package read the warehouse path from this variable.
     os.environ["LLMREC_DUCKDB_PATH"] = str(ours_db)
     _, ingestion_s = timed("ours: ingestion", lambda: run_ingestion(registry_file, ours_db))
+    rss_after_ingestion = peak_rss_mb(resource.RUSAGE_SELF)
     # Built before timing: importing the orchestration package (Dagster) is not part of the dbt run.
     command = dbt_command(registry_file, workdir)
-    _, dbt_s = timed("ours: dbt build", lambda: run_dbt(command, workdir / "dbt_build.log"))
+    dbt_peak_rss, dbt_s = timed("ours: dbt build", lambda: run_dbt(command, workdir / "dbt_build.log"))
     passes, direct_s = timed("direct: DuckDB SQL", lambda: run_direct(workdir / "events.jsonl.gz", direct_db))
     ours = ours_counts(ours_db)
     verify(ours, direct_counts(direct_db, passes), ours_db, direct_db)
@@ -432,8 +458,13 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "ours_total_s": round(ours_s, 3),
         "direct_s": round(direct_s, 3),
         "ratio_ours_over_direct": round(ours_s / direct_s, 2),
+        # ru_maxrss is a running maximum: each figure covers every phase before it in this process.
+        "peak_rss_self_after_generation_mb": round(rss_after_generation, 1),
+        "peak_rss_self_after_ingestion_mb": round(rss_after_ingestion, 1),
         "peak_rss_self_mb": round(peak_rss_mb(resource.RUSAGE_SELF), 1),
+        # Linux counts a child's RSS from before its exec (this process's), so this is >= our RSS then.
         "peak_rss_children_mb": round(peak_rss_mb(resource.RUSAGE_CHILDREN), 1),
+        "peak_rss_dbt_polled_mb": round(dbt_peak_rss, 1),
         "workdir": str(workdir),
     }
 
@@ -452,8 +483,12 @@ def format_report(results: dict[str, Any]) -> str:
         f"ours: total                    {results['ours_total_s']:.2f} s",
         f"direct DuckDB SQL              {results['direct_s']:.2f} s",
         f"ratio ours / direct            {results['ratio_ours_over_direct']:.2f}x",
-        f"peak RSS, this process         {results['peak_rss_self_mb']:.0f} MB (ingestion + direct)",
-        f"peak RSS, children             {results['peak_rss_children_mb']:.0f} MB (dbt)",
+        f"peak RSS, this process         {results['peak_rss_self_mb']:.0f} MB (all phases)",
+        f"  ... up to end of generation  {results['peak_rss_self_after_generation_mb']:.0f} MB",
+        f"  ... up to end of ingestion   {results['peak_rss_self_after_ingestion_mb']:.0f} MB",
+        f"peak RSS, children (getrusage) {results['peak_rss_children_mb']:.0f} MB "
+        "(dbt; floored at this process's RSS when dbt was spawned)",
+        f"peak RSS, dbt (polled VmHWM)   {results['peak_rss_dbt_polled_mb']:.0f} MB",
     ]
     return "\n".join(lines) + "\n"
 
@@ -465,6 +500,8 @@ def main(argv: list[str] | None = None) -> None:
     workdir = args.workdir if args.workdir is not None else Path(tempfile.mkdtemp(prefix="llmrec-bench-"))
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    if any(workdir.iterdir()):
+        raise SystemExit(f"--workdir {workdir} is not empty; the benchmark needs fresh DuckDB files")
     logger.info("workdir %s: %d events, %d users, %d items, seed %d",
                 workdir, args.events, args.users, args.items, args.seed)
     results = run_benchmark(args, workdir)

@@ -1,0 +1,55 @@
+"""The code location loads, with the assets, groups, checks, pools and jobs the UI should show."""
+
+import dagster as dg
+
+from orchestration.definitions import defs
+from orchestration.resources import DUCKDB_POOL
+
+
+def test_definitions_load() -> None:
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_data_layer_assets_are_in_the_data_group_with_lineage() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {"raw/events", "raw/items", "raw/quarantine", "staging/stg_events", "intermediate/int_sessions",
+            "intermediate/int_kcore_interactions", "marts/interactions", "marts/user_sequences",
+            "marts/item_catalog", "marts/dataset_stats", "data_layer_summary"} <= keys
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).group_name == "data", key
+    # Lineage: raw events -> staging -> ... -> stats -> summary.
+    assert dg.AssetKey(["raw", "events"]) in graph.get(dg.AssetKey(["staging", "stg_events"])).parent_keys
+    assert dg.AssetKey(["marts", "dataset_stats"]) in graph.get(dg.AssetKey("data_layer_summary")).parent_keys
+
+
+def test_every_asset_is_partitioned_by_dataset() -> None:
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        partitions = graph.get(key).partitions_def
+        assert partitions is not None and partitions.get_partition_keys() == ["amazon-beauty", "movielens-100k"]
+
+
+def test_everything_that_opens_duckdb_shares_one_pool() -> None:
+    for assets_def in defs.assets or []:
+        assert {node.pool for node in assets_def.node_def.iterate_op_defs()} == {DUCKDB_POOL}, assets_def
+    for check_def in defs.asset_checks or []:
+        assert check_def.node_def.pool == DUCKDB_POOL
+
+
+def test_dbt_tests_and_gx_suites_are_asset_checks_and_gx_blocks() -> None:
+    graph = defs.resolve_asset_graph()
+    check_keys = graph.asset_check_keys
+    names = {key.name for key in check_keys}
+    assert {"gx_raw_events", "gx_interactions"} <= names
+    assert any(name.startswith("unique_") for name in names) and any(name.startswith("not_null_") for name in names)
+    blocking = {spec.name for check_def in defs.asset_checks or [] for spec in check_def.check_specs
+                if spec.blocking}
+    assert blocking == {"gx_raw_events", "gx_interactions"}
+
+
+def test_jobs_schedule_and_sensor_are_registered() -> None:
+    assert defs.resolve_job_def("full_pipeline_job") is not None
+    assert defs.resolve_job_def("data_layer_job") is not None
+    assert defs.resolve_schedule_def("weekly_full_retrain").cron_schedule == "0 3 * * 1"
+    assert defs.resolve_sensor_def("raw_files_sensor") is not None
