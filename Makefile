@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export LLMREC_DUCKDB_PATH ?= $(CURDIR)/data/warehouse/llmrec.duckdb
 export DAGSTER_DISABLE_TELEMETRY ?= 1
+# dagster-dbt finds `dbt` on PATH (e.g. when `dagster dev` rebuilds the manifest): the venv's comes first.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DO_NOT_TRACK ?= 1
 # Empty = the registry's default dataset (amazon-beauty).
 DATASET ?=

@@ -76,8 +76,10 @@ dbt_project.prepare_if_dev()
 
 
 def dbt_executable() -> str:
-    """The dbt installed beside this Python (the project venv), else the one on PATH."""
-    beside = Path(sys.executable).parent / "dbt"
+    """The dbt installed in this Python environment (the project venv), else the one on PATH."""
+    # sys.prefix, not sys.executable: Dagster's code server may run the venv's interpreter by its
+    # resolved path, whose folder has no dbt, while sys.prefix still names the venv.
+    beside = Path(sys.prefix) / "bin" / "dbt"
     return str(beside) if beside.is_file() else shutil.which("dbt") or "dbt"
 
 
