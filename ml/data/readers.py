@@ -39,74 +39,109 @@ def _visible_text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def _strip_newline(raw: bytes) -> bytes:
-    return raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith(b"\n") else raw
+@dataclass(frozen=True, slots=True)
+class LineBatch:
+    """Consecutive physical lines of a file: the first one's number, their text, and per-line reasons."""
+
+    first_line: int
+    texts: list[str]
+    reasons: dict[int, str]  # offset in the batch -> why that line is unusable (empty, too long, bad UTF-8)
 
 
-def _prevalidated_lines(
-    handle: IO[bytes], max_line_bytes: int
-) -> Iterator[tuple[int, bytes, str | None, str | None]]:
-    """Yield (line_number, raw bytes, decoded text or None, reason or None) for each physical line."""
-    for line_number, raw_line in enumerate(handle, start=1):
-        raw = _strip_newline(raw_line)
-        if len(raw) > max_line_bytes:
-            yield line_number, raw, None, "line_too_long"
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            yield line_number, raw, None, "invalid_utf8"
-            continue
-        yield line_number, raw, text, None
+CHUNK_BYTES = 1 << 24
+
+
+def iter_line_batches(path: Path, max_line_bytes: int, batch_lines: int) -> Iterator[LineBatch]:
+    """Every physical line, in batches, read in large chunks: the one line reader of every text format.
+
+    A line's trailing "\n" or "\r\n" is not part of it; a final line without a newline still is one.
+    Unusable lines keep a visible text (bad bytes as \\x escapes, long lines cut) and their reason.
+    """
+    texts: list[str] = []
+    reasons: dict[int, str] = {}
+    first_line = 1
+    pending = b""
+    with _open_binary(path) as handle:
+        while True:
+            chunk = handle.read(CHUNK_BYTES)
+            data = pending + chunk
+            if chunk:
+                raw_lines = data.split(b"\n")
+                pending = raw_lines.pop()
+            else:
+                raw_lines = [data] if data else []
+            for raw in raw_lines:
+                if raw.endswith(b"\r"):
+                    raw = raw[:-1]
+                if len(raw) > max_line_bytes:
+                    reasons[len(texts)] = "line_too_long"
+                    texts.append(_visible_text(raw[:QUARANTINE_TEXT_CHARS]))
+                else:
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        reasons[len(texts)] = "invalid_utf8"
+                        text = _visible_text(raw[:QUARANTINE_TEXT_CHARS])
+                    else:
+                        if not text or text.isspace():
+                            reasons[len(texts)] = "empty_line"
+                    texts.append(text)
+                if len(texts) == batch_lines:
+                    yield LineBatch(first_line, texts, reasons)
+                    first_line += len(texts)
+                    texts, reasons = [], {}
+            if not chunk:
+                break
+    if texts:
+        yield LineBatch(first_line, texts, reasons)
+
+
+def iter_text_lines(path: Path, max_line_bytes: int) -> Iterator[RawRecord]:
+    """Every physical line as an unparsed record (fields None); unusable lines come with their reason."""
+    for batch in iter_line_batches(path, max_line_bytes, batch_lines=65_536):
+        for offset, text in enumerate(batch.texts):
+            yield RawRecord(batch.first_line + offset, text, None, batch.reasons.get(offset))
 
 
 def iter_jsonl(path: Path, max_line_bytes: int) -> Iterator[RawRecord]:
     """Read a JSON-lines file: one JSON object per physical line."""
-    with _open_binary(path) as handle:
-        for line_number, raw, text, reason in _prevalidated_lines(handle, max_line_bytes):
-            if text is None:
-                yield RawRecord(line_number, _visible_text(raw[:QUARANTINE_TEXT_CHARS]), None, reason)
-                continue
-            if not text.strip():
-                yield RawRecord(line_number, text, None, "empty_line")
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as error:
-                yield RawRecord(line_number, text, None, "unparseable", f"invalid JSON: {error.msg}")
-                continue
-            if not isinstance(value, dict):
-                yield RawRecord(line_number, text, None, "unparseable", "JSON value is not an object")
-                continue
-            yield RawRecord(line_number, text, value)
+    for record in iter_text_lines(path, max_line_bytes):
+        if record.reason is not None:
+            yield record
+            continue
+        number, text = record.line_number, record.raw_text
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            yield RawRecord(number, text, None, "unparseable", f"invalid JSON: {error.msg}")
+            continue
+        if not isinstance(value, dict):
+            yield RawRecord(number, text, None, "unparseable", "JSON value is not an object")
+            continue
+        yield RawRecord(number, text, value)
 
 
 def iter_csv(path: Path, max_line_bytes: int, delimiter: str, header: bool) -> Iterator[RawRecord]:
     """Read a CSV file, one record per physical line (text with newlines belongs in JSONL or Parquet)."""
     column_names: list[str] | None = None
-    with _open_binary(path) as handle:
-        for line_number, raw, text, reason in _prevalidated_lines(handle, max_line_bytes):
-            if text is None:
-                yield RawRecord(line_number, _visible_text(raw[:QUARANTINE_TEXT_CHARS]), None, reason)
-                continue
-            if header and column_names is None:
-                column_names = next(csv.reader([text], delimiter=delimiter), [])
-                continue
-            if not text.strip():
-                yield RawRecord(line_number, text, None, "empty_line")
-                continue
-            try:
-                row = next(csv.reader([text], delimiter=delimiter, strict=True))
-            except csv.Error as error:
-                yield RawRecord(line_number, text, None, "unparseable", f"invalid CSV: {error}")
-                continue
-            names = column_names if column_names is not None else [str(i) for i in range(len(row))]
-            if len(row) != len(names):
-                yield RawRecord(
-                    line_number, text, None, "unparseable", f"expected {len(names)} fields, found {len(row)}"
-                )
-                continue
-            yield RawRecord(line_number, text, dict(zip(names, row, strict=True)))
+    for record in iter_text_lines(path, max_line_bytes):
+        if record.reason is not None:
+            yield record
+            continue
+        number, text = record.line_number, record.raw_text
+        if header and column_names is None:
+            column_names = next(csv.reader([text], delimiter=delimiter))
+            continue
+        try:
+            row = next(csv.reader([text], delimiter=delimiter, strict=True))
+        except csv.Error as error:
+            yield RawRecord(number, text, None, "unparseable", f"invalid CSV: {error}")
+            continue
+        names = column_names if column_names is not None else [str(i) for i in range(len(row))]
+        if len(row) != len(names):
+            yield RawRecord(number, text, None, "unparseable", f"expected {len(names)} fields, found {len(row)}")
+            continue
+        yield RawRecord(number, text, dict(zip(names, row, strict=True)))
 
 
 def iter_parquet(path: Path) -> Iterator[RawRecord]:
