@@ -13,6 +13,7 @@ from typing import Any
 import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
+from great_expectations.data_context.types.base import ProgressBarsConfig
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class SuiteOutcome:
 def _run_suite(name: str, frame: pd.DataFrame, expectations: list[gxe.Expectation]) -> SuiteOutcome:
     """Validate `frame` against `expectations` in an ephemeral GX context."""
     context = gx.get_context(mode="ephemeral")
+    # Progress bars are terminal noise in Dagster logs and CI output.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch = (
         context.data_sources.add_pandas(f"{name}_source")
         .add_dataframe_asset(f"{name}_frame")

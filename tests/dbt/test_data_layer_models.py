@@ -23,7 +23,7 @@ from tests.conftest import run_dbt
 SESSION_GAP_S = 1800
 BASE_TS = 1_600_000_000
 
-Event = tuple[str, str, int, int]  # user, item, timestamp, event id
+Event = tuple[str, str, int, int, int]  # user, item, timestamp, event id, rating
 
 
 def kcore_reference(edges: list[tuple[str, str, int]], k: int) -> tuple[set[int], int]:
@@ -59,7 +59,7 @@ def path_graph(prefix: str, length: int, k: int) -> list[tuple[str, str]]:
 
 
 def make_events(rng: random.Random, graphs: list[list[tuple[str, str]]]) -> list[Event]:
-    """Events for the edges, with timestamps that put gaps just under, at and over the session limit."""
+    """Events for the edges: gaps just under, at and over the session limit, ratings 1-5 (paths 5)."""
     events: list[Event] = []
     event_id = 0
     clock: dict[str, int] = defaultdict(lambda: BASE_TS)
@@ -68,15 +68,21 @@ def make_events(rng: random.Random, graphs: list[list[tuple[str, str]]]) -> list
     for user, item in edges:
         event_id += 1
         clock[user] += rng.choice([0, 0, 1, SESSION_GAP_S - 1, SESSION_GAP_S, SESSION_GAP_S + 1, 86_400])
-        events.append((user, item, clock[user], event_id))
+        rating = 5 if user.startswith("p") else rng.randint(1, 5)
+        events.append((user, item, clock[user], event_id, rating))
     return events
 
 
-def write_dataset(folder: Path, name: str, events: list[Event]) -> None:
-    """Write one dataset's events as gzip JSON lines (out of time order, as logs often are)."""
-    lines = [json.dumps({"user": u, "item": i, "ts": ts, "id": eid}) for u, i, ts, eid in events]
+def write_dataset(folder: Path, name: str, events: list[Event], duplicates: list[Event]) -> None:
+    """Write one dataset's events as gzip JSON lines, then exact copies of some of them."""
+    lines = [json.dumps({"user": u, "item": i, "ts": ts, "id": eid, "stars": r}) for u, i, ts, eid, r in events + duplicates]
     with gzip.open(folder / f"{name}.jsonl.gz", "wt") as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+def interactions_of(spec: dict) -> list[Event]:
+    """The reference interactions: distinct events rated at least min_rating (when it is set)."""
+    return [event for event in spec["events"] if spec["min_rating"] is None or event[4] >= spec["min_rating"]]
 
 
 REGISTRY = """
@@ -87,26 +93,28 @@ ENTRY = """  {name}:
     events:
       path: {name}.jsonl.gz
       format: jsonl
-      columns: {{user_id: user, item_id: item, timestamp: ts, event_id: id}}
-    settings: {{k_core: {k}, session_gap_minutes: 30}}
+      columns: {{user_id: user, item_id: item, timestamp: ts, event_id: id, rating: stars}}
+    settings: {{k_core: {k}, session_gap_minutes: 30, min_rating: {min_rating}}}
 """
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Two datasets (k=2 and k=5) ingested and built by dbt into one warehouse."""
+    """Two datasets (k=2 with all ratings, k=5 with min_rating 2) ingested and built by dbt into one warehouse."""
     folder = tmp_path_factory.mktemp("graphs")
     rng = random.Random(7)
     datasets = {}
-    for name, k in (("graphs-k2", 2), ("graphs-k5", 5)):
+    for name, k, min_rating in (("graphs-k2", 2, None), ("graphs-k5", 5, 2)):
         graphs = [random_graph(rng, f"g{g}", rng.randint(3, 40), rng.randint(3, 40), rng.randint(5, 300))
                   for g in range(40)]
         graphs += [path_graph(f"p{length}", length, k) for length in (10, 41, 60)]
         events = make_events(rng, graphs)
-        write_dataset(folder, name, events)
-        datasets[name] = {"k": k, "events": events}
+        duplicates = rng.sample(events, 25)
+        write_dataset(folder, name, events, duplicates)
+        datasets[name] = {"k": k, "min_rating": min_rating, "events": events, "duplicates": len(duplicates)}
     registry = parse_registry(REGISTRY.format(entries="".join(
-        ENTRY.format(name=name, k=spec["k"]) for name, spec in datasets.items())), base_dir=folder)
+        ENTRY.format(name=name, k=spec["k"], min_rating="null" if spec["min_rating"] is None else spec["min_rating"])
+        for name, spec in datasets.items())), base_dir=folder)
     warehouse = folder / "warehouse.duckdb"
     env = {"LLMREC_DUCKDB_PATH": str(warehouse)}
     for name in datasets:
@@ -131,7 +139,7 @@ def _query(built: dict, sql: str, dataset: str) -> list[tuple]:
 @pytest.mark.parametrize("dataset", ["graphs-k2", "graphs-k5"])
 def test_kcore_matches_the_python_fixed_point(built: dict, dataset: str) -> None:
     spec = built["datasets"][dataset]
-    expected, passes = kcore_reference([(u, i, eid) for u, i, _, eid in spec["events"]], spec["k"])
+    expected, passes = kcore_reference([(u, i, eid) for u, i, _, eid, _ in interactions_of(spec)], spec["k"])
     rows = _query(built, "select event_id, kcore_passes from intermediate.int_kcore_interactions "
                          "where dataset = $dataset", dataset)
     assert {event_id for event_id, _ in rows} == expected
@@ -142,13 +150,13 @@ def test_kcore_matches_the_python_fixed_point(built: dict, dataset: str) -> None
 @pytest.mark.parametrize("dataset", ["graphs-k2", "graphs-k5"])
 def test_sessions_match_the_python_reference(built: dict, dataset: str) -> None:
     by_user: dict[str, list[Event]] = defaultdict(list)
-    for event in built["datasets"][dataset]["events"]:
+    for event in interactions_of(built["datasets"][dataset]):
         by_user[event[0]].append(event)
     expected = {}
     for user, events in by_user.items():
         events.sort(key=lambda event: (event[2], event[3]))
         session, position, previous = 0, 0, None
-        for _, _, ts, event_id in events:
+        for _, _, ts, event_id, _ in events:
             if previous is None or ts - previous > SESSION_GAP_S:
                 session, position = session + 1, 0
             position += 1
@@ -162,7 +170,7 @@ def test_sessions_match_the_python_reference(built: dict, dataset: str) -> None:
 @pytest.mark.parametrize("dataset", ["graphs-k2", "graphs-k5"])
 def test_leave_one_out_split_of_the_kcore_sequences(built: dict, dataset: str) -> None:
     spec = built["datasets"][dataset]
-    survivors, _ = kcore_reference([(u, i, eid) for u, i, _, eid in spec["events"]], spec["k"])
+    survivors, _ = kcore_reference([(u, i, eid) for u, i, _, eid, _ in interactions_of(spec)], spec["k"])
     by_user: dict[str, list[Event]] = defaultdict(list)
     for event in spec["events"]:
         if event[3] in survivors:
@@ -172,16 +180,19 @@ def test_leave_one_out_split_of_the_kcore_sequences(built: dict, dataset: str) -
         if len(events) < 3:
             continue
         events.sort(key=lambda event: (event[2], event[3]))
-        items = [item for _, item, _, _ in events]
+        items = [item for _, item, _, _, _ in events]
         expected[user] = (items[:-2], items[-2], items[-1])
     rows = _query(built, "select user_id, train_item_ids, valid_item_id, test_item_id "
                          "from marts.user_sequences where dataset = $dataset", dataset)
     assert {user: (train, valid, test) for user, train, valid, test in rows} == expected
-    stats = _query(built, "select users, interactions, users_excluded_short from marts.dataset_stats "
-                          "where dataset = $dataset", dataset)
-    short_users = sum(1 for user in {u for u, _, _, eid in spec["events"] if eid in survivors}
+    stats = _query(built, "select users, interactions, users_excluded_short, duplicate_events_removed, "
+                          "events_below_min_rating from marts.dataset_stats where dataset = $dataset", dataset)
+    short_users = sum(1 for user in {u for u, _, _, eid, _ in spec["events"] if eid in survivors}
                       if user not in expected)
-    assert stats == [(len(expected), sum(len(v[0]) + 2 for v in expected.values()), short_users)]
+    below = len(spec["events"]) - len(interactions_of(spec))
+    assert stats == [(len(expected), sum(len(v[0]) + 2 for v in expected.values()), short_users,
+                      spec["duplicates"], below)]
+    assert (below > 0) == (spec["min_rating"] is not None)
 
 
 def test_dbt_unit_tests_pass(built: dict) -> None:
