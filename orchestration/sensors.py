@@ -9,6 +9,7 @@ import dagster as dg
 
 from ml.data.registry import DatasetRegistry
 from orchestration.jobs import full_pipeline_job
+from orchestration.partitions import dataset_partitions
 from orchestration.resources import DatasetRegistryResource
 
 CHUNK_BYTES = 1 << 20
@@ -43,6 +44,12 @@ def raw_files_sensor(context: dg.SensorEvaluationContext, registry: DatasetRegis
     """Compare each dataset's fingerprint with the cursor; request a run for each one that changed."""
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     current = dataset_fingerprints(registry.load())
+    # A dataset added to the registry becomes a partition when the code location reloads; until then
+    # it stays out of the cursor, so the first tick after the reload requests its run.
+    known = set(dataset_partitions.get_partition_keys())
+    for name in sorted(set(current) - known):
+        context.log.warning("dataset %r is in the registry but not yet a partition: reload the code location", name)
+        del current[name]
     run_requests = [
         dg.RunRequest(
             run_key=f"{name}:{fingerprint}",
@@ -54,4 +61,4 @@ def raw_files_sensor(context: dg.SensorEvaluationContext, registry: DatasetRegis
     ]
     if not run_requests:
         return dg.SkipReason("no dataset's raw files or registry entry changed")
-    return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(current, sort_keys=True))
+    return dg.SensorResult(run_requests=run_requests, cursor=json.dumps({**seen, **current}, sort_keys=True))
