@@ -47,7 +47,7 @@ lint: install
 	$(BIN)/ruff check .
 
 benchmark: prepare
-	$(BIN)/python benchmarks/data_layer_benchmark.py
+	$(BIN)/python -m benchmarks.data_layer_benchmark
 
 clean:
 	rm -rf data/warehouse transforms/target transforms/logs

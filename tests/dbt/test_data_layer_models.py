@@ -200,4 +200,4 @@ def test_dbt_unit_tests_pass(built: dict) -> None:
     # dbt unit tests read column types from the built relations, so they run on the built warehouse.
     result = run_dbt("test", "--select", "test_type:unit", "--vars", '{"dataset": "unit"}',
                      env={"LLMREC_DUCKDB_PATH": str(built["warehouse"])})
-    assert "PASS=5" in result.stdout
+    assert "PASS=7" in result.stdout

@@ -23,20 +23,18 @@ passes (pass, ingest_order, user_id, item_id) as (
 
     union all
 
-    select pass + 1, ingest_order, user_id, item_id
-    from (
-        select
-            pass,
-            ingest_order,
-            user_id,
-            item_id,
-            count(*) over (partition by user_id) as user_degree,
-            count(*) over (partition by item_id) as item_degree
-        from passes
-    ) as degrees
-    qualify min(least(user_degree, item_degree)) over () < {{ k }}
-        and user_degree >= {{ k }}
-        and item_degree >= {{ k }}
+    -- Degrees by hash aggregation (much faster here than window functions over string keys).
+    select passes.pass + 1, passes.ingest_order, passes.user_id, passes.item_id
+    from passes
+    inner join (select user_id, count(*) as degree from passes group by user_id) as users using (user_id)
+    inner join (select item_id, count(*) as degree from passes group by item_id) as items using (item_id)
+    where users.degree >= {{ k }}
+      and items.degree >= {{ k }}
+      and exists (
+          select 1 from passes group by user_id having count(*) < {{ k }}
+          union all
+          select 1 from passes group by item_id having count(*) < {{ k }}
+      )
 
 ),
 
@@ -46,22 +44,16 @@ last_pass as (
 
 ),
 
-last_pass_degrees as (
-
-    select
-        *,
-        count(*) over (partition by user_id) as user_degree,
-        count(*) over (partition by item_id) as item_degree
-    from last_pass
-
-),
-
 fixed_point as (
 
     -- The last pass is the k-core unless it still violates k (then the k-core is empty).
     select ingest_order, pass
-    from last_pass_degrees
-    where (select min(least(user_degree, item_degree)) from last_pass_degrees) >= {{ k }}
+    from last_pass
+    where not exists (
+        select 1 from last_pass group by user_id having count(*) < {{ k }}
+        union all
+        select 1 from last_pass group by item_id having count(*) < {{ k }}
+    )
 
 )
 
