@@ -54,8 +54,8 @@ CHUNK_BYTES = 1 << 24
 def iter_line_batches(path: Path, max_line_bytes: int, batch_lines: int) -> Iterator[LineBatch]:
     """Every physical line, in batches, read in large chunks: the one line reader of every text format.
 
-    A line's trailing "\n" or "\r\n" is not part of it; a final line without a newline still is one.
-    Unusable lines keep a visible text (bad bytes as \\x escapes, long lines cut) and their reason.
+    A line's trailing newline (LF or CRLF) is not part of it; a last line without one still counts.
+    Unusable lines keep a visible text (bad bytes as backslash escapes, long lines cut) and their reason.
     """
     texts: list[str] = []
     reasons: dict[int, str] = {}

@@ -182,3 +182,23 @@ def test_a_missing_raw_file_is_an_error(tmp_path: Path) -> None:
     registry = parse_registry(REGISTRY, base_dir=tmp_path)
     with pytest.raises(IngestError, match="not found"):
         ingest_dataset(duckdb.connect(str(tmp_path / "w.duckdb")), registry, "clean")
+
+
+def test_parquet_events_go_through_the_same_rules(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({
+        "user_id": ["a", None, "c", "d"],
+        "item_id": ["x", "y", "z", "w"],
+        "timestamp": [1_500_000_000, 1_500_000_001, 12, 1_500_000_003],
+    }), tmp_path / "events.parquet")
+    registry = parse_registry(REGISTRY.replace("path: clean.csv\n      format: csv", "path: events.parquet\n      format: parquet"),
+                              base_dir=tmp_path)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    report = ingest_dataset(con, registry, "clean")
+    assert con.execute("select line_number, reason from raw.quarantine order by all").fetchall() == [
+        (2, "missing_user_id"), (3, "timestamp_out_of_range")]
+    assert con.execute("select user_id, timestamp_s from raw.events order by all").fetchall() == [
+        ("a", 1_500_000_000.0), ("d", 1_500_000_003.0)]
+    assert report.event_lines == 4
