@@ -1,0 +1,1 @@
+"""Discrete item codes for generative retrieval (EAGER's hierarchical k-means identifiers)."""
