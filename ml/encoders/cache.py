@@ -1,0 +1,95 @@
+"""Embeddings cached by content hash in DuckDB: an unchanged text is never encoded twice by one model."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+logger = logging.getLogger(__name__)
+
+EMBEDDING_TABLE = "enrichment.text_embeddings"
+
+
+class TextEncoder(Protocol):
+    """Anything that turns texts into unit-norm vectors and names the model that did it."""
+
+    model_id: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32 embeddings."""
+        ...
+
+
+@dataclass(frozen=True)
+class CachedEncoding:
+    """Embeddings for the requested texts, in order, and how many had to be computed."""
+
+    vectors: np.ndarray
+    encoded: int
+    reused: int
+
+
+def text_hash(text: str) -> str:
+    """SHA-256 of a text's UTF-8 bytes (the cache key, with the model id)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def ensure_embedding_table(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the embedding cache table if it does not exist."""
+    con.execute("create schema if not exists enrichment")
+    con.execute(
+        f"create table if not exists {EMBEDDING_TABLE} "
+        "(model_id varchar not null, text_hash varchar not null, vector float[] not null, "
+        "primary key (model_id, text_hash))"
+    )
+
+
+def encode_cached(
+    con: duckdb.DuckDBPyConnection, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 4_096
+) -> CachedEncoding:
+    """Embeddings of `texts` (in order): cached ones read back, the rest encoded and stored in batches."""
+    ensure_embedding_table(con)
+    hashes = [text_hash(text) for text in texts]
+    unique: dict[str, str] = dict(zip(hashes, texts, strict=True))
+    con.register("_wanted", pa.table({"text_hash": list(unique)}))
+    try:
+        found = con.execute(
+            f"select e.text_hash from {EMBEDDING_TABLE} e join _wanted w using (text_hash) where e.model_id = $model",
+            {"model": encoder.model_id},
+        ).fetchall()
+    finally:
+        con.unregister("_wanted")
+    missing = [digest for digest in unique if digest not in {row[0] for row in found}]
+    for start in range(0, len(missing), batch_size):
+        chunk = missing[start : start + batch_size]
+        vectors = encoder.encode([unique[digest] for digest in chunk])
+        batch = pa.table({
+            "model_id": [encoder.model_id] * len(chunk),
+            "text_hash": chunk,
+            "vector": pa.array(list(vectors.astype(np.float32)), type=pa.list_(pa.float32())),
+        })
+        con.register("_new_vectors", batch)
+        try:
+            con.execute(f"insert into {EMBEDDING_TABLE} select * from _new_vectors")
+        finally:
+            con.unregister("_new_vectors")
+    con.register("_order", pa.table({"position": list(range(len(hashes))), "text_hash": hashes}))
+    try:
+        rows = con.execute(
+            f"select o.position, e.vector from _order o join {EMBEDDING_TABLE} e "
+            "on e.text_hash = o.text_hash and e.model_id = $model order by o.position",
+            {"model": encoder.model_id},
+        ).fetchall()
+    finally:
+        con.unregister("_order")
+    vectors = np.asarray([vector for _, vector in rows], dtype=np.float32).reshape(len(texts), encoder.dim)
+    logger.info("embeddings %s: %d encoded, %d reused", encoder.model_id, len(missing), len(unique) - len(missing))
+    return CachedEncoding(vectors=vectors, encoded=len(missing), reused=len(unique) - len(missing))

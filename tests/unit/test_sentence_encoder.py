@@ -1,0 +1,43 @@
+"""The packaged all-MiniLM-L6-v2 encoder, loaded offline, and the content-hash embedding cache."""
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from ml.encoders.cache import EMBEDDING_TABLE, encode_cached
+from ml.encoders.sentence import SentenceEncoder, packaged_minilm_dir
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SentenceEncoder:
+    return SentenceEncoder(device="cpu", batch_size=16)
+
+
+def test_the_model_ships_inside_a_wheel() -> None:
+    folder = packaged_minilm_dir()
+    assert (folder / "model.safetensors").is_file() and "site-packages" in str(folder)
+
+
+def test_embeddings_are_unit_vectors_that_capture_meaning(encoder: SentenceEncoder) -> None:
+    vectors = encoder.encode(["red matte lipstick", "a lipstick in matte red", "synthetic motor oil for cars"])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] > similarity[0, 2] + 0.3
+    assert encoder.encode([]).shape == (0, 384)
+
+
+def test_cache_encodes_each_text_once(encoder: SentenceEncoder, tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "cache.duckdb"))
+    texts = ["lipstick", "mascara", "lipstick", "nail polish"]
+    first = encode_cached(con, encoder, texts)
+    assert (first.encoded, first.reused) == (3, 0)
+    assert np.allclose(first.vectors, encoder.encode(texts), atol=1e-6)
+    again = encode_cached(con, encoder, texts)
+    assert (again.encoded, again.reused) == (0, 3)
+    assert np.array_equal(again.vectors, first.vectors)
+    changed = encode_cached(con, encoder, ["lipstick", "eyeliner"])
+    assert (changed.encoded, changed.reused) == (1, 1)
+    assert con.execute(f"select count(*) from {EMBEDDING_TABLE}").fetchone() == (4,)
