@@ -83,10 +83,15 @@ def dbt_executable() -> str:
     return str(beside) if beside.is_file() else shutil.which("dbt") or "dbt"
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """The resources the definitions bind, each read from its environment variable at run time."""
+def pipeline_resources(warehouse: str | dg.EnvVar, registry_file: Path) -> dict[str, dg.ConfigurableResource]:
+    """The resources every asset needs, for a given warehouse and registry (tests pass temporary ones)."""
     return {
-        "warehouse": WarehouseResource(path=dg.EnvVar(WAREHOUSE_ENV)),
-        "registry": DatasetRegistryResource(path=str(registry_path())),
+        "warehouse": WarehouseResource(path=warehouse),
+        "registry": DatasetRegistryResource(path=str(registry_file)),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
     }
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    """The resources the definitions bind: the warehouse path is read from its env var at run time."""
+    return pipeline_resources(dg.EnvVar(WAREHOUSE_ENV), registry_path())

@@ -67,7 +67,8 @@ def encode_cached(
         ).fetchall()
     finally:
         con.unregister("_wanted")
-    missing = [digest for digest in unique if digest not in {row[0] for row in found}]
+    cached = {row[0] for row in found}
+    missing = [digest for digest in unique if digest not in cached]
     for start in range(0, len(missing), batch_size):
         chunk = missing[start : start + batch_size]
         vectors = encoder.encode([unique[digest] for digest in chunk])
@@ -83,13 +84,15 @@ def encode_cached(
             con.unregister("_new_vectors")
     con.register("_order", pa.table({"position": list(range(len(hashes))), "text_hash": hashes}))
     try:
-        rows = con.execute(
-            f"select o.position, e.vector from _order o join {EMBEDDING_TABLE} e "
+        # Read back through Arrow: one flat float buffer, not millions of Python floats.
+        table = con.execute(
+            f"select e.vector from _order o join {EMBEDDING_TABLE} e "
             "on e.text_hash = o.text_hash and e.model_id = $model order by o.position",
             {"model": encoder.model_id},
-        ).fetchall()
+        ).fetch_arrow_table()
     finally:
         con.unregister("_order")
-    vectors = np.asarray([vector for _, vector in rows], dtype=np.float32).reshape(len(texts), encoder.dim)
+    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    vectors = np.asarray(flat, dtype=np.float32).reshape(len(texts), encoder.dim)
     logger.info("embeddings %s: %d encoded, %d reused", encoder.model_id, len(missing), len(unique) - len(missing))
     return CachedEncoding(vectors=vectors, encoded=len(missing), reused=len(unique) - len(missing))

@@ -7,19 +7,11 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-from dagster_dbt import DbtCliResource
 
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.checks import gx_interactions, gx_raw_events
-from orchestration.resources import (
-    PROJECT_ROOT,
-    DatasetRegistryResource,
-    WarehouseResource,
-    dbt_executable,
-    dbt_project,
-    registry_path,
-)
+from orchestration.resources import PROJECT_ROOT, pipeline_resources, registry_path
 
 RAW_EVENTS = PROJECT_ROOT / "data/raw/amazon-beauty/events.jsonl.gz"
 
@@ -38,11 +30,7 @@ def test_amazon_beauty_5core_split_matches_the_papers(warehouse_path: Path) -> N
     result = dg.materialize(
         [ingest_raw_logs, data_layer_dbt, gx_raw_events, gx_interactions],
         partition_key="amazon-beauty",
-        resources={
-            "warehouse": WarehouseResource(path=str(warehouse_path)),
-            "registry": DatasetRegistryResource(path=str(registry_path())),
-            "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
-        },
+        resources=pipeline_resources(str(warehouse_path), registry_path()),
     )
     assert result.success
     with duckdb.connect(str(warehouse_path), read_only=True) as con:

@@ -4,12 +4,11 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-from dagster_dbt import DbtCliResource
 
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.checks import gx_raw_events
-from orchestration.resources import DatasetRegistryResource, WarehouseResource, dbt_executable, dbt_project
+from orchestration.resources import pipeline_resources
 
 # A registry whose movielens-100k entry points at a log where half the lines are unusable.
 REGISTRY = """
@@ -33,11 +32,7 @@ def test_quarantine_rate_over_the_limit_blocks_the_dbt_build(tmp_path: Path) -> 
     result = dg.materialize(
         [ingest_raw_logs, gx_raw_events, data_layer_dbt],
         partition_key="movielens-100k",
-        resources={
-            "warehouse": WarehouseResource(path=str(warehouse)),
-            "registry": DatasetRegistryResource(path=str(tmp_path / "datasets.yaml")),
-            "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
-        },
+        resources=pipeline_resources(str(warehouse), tmp_path / "datasets.yaml"),
         raise_on_error=False,
     )
 

@@ -4,19 +4,12 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-from dagster_dbt import DbtCliResource
 
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.summary import data_layer_summary
 from orchestration.checks import gx_interactions, gx_raw_events
-from orchestration.resources import (
-    DatasetRegistryResource,
-    WarehouseResource,
-    dbt_executable,
-    dbt_project,
-    registry_path,
-)
+from orchestration.resources import pipeline_resources, registry_path
 
 DATASET = "movielens-100k"
 TABLES = ("raw.events", "raw.items", "marts.interactions", "marts.user_sequences", "marts.item_catalog",
@@ -27,11 +20,7 @@ def _materialize(warehouse: Path) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [ingest_raw_logs, data_layer_dbt, data_layer_summary, gx_raw_events, gx_interactions],
         partition_key=DATASET,
-        resources={
-            "warehouse": WarehouseResource(path=str(warehouse)),
-            "registry": DatasetRegistryResource(path=str(registry_path())),
-            "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
-        },
+        resources=pipeline_resources(str(warehouse), registry_path()),
     )
 
 
