@@ -14,14 +14,13 @@ import dagster as dg
 import duckdb
 
 from ml.data.registry import load_registry
+from orchestration.assets.summary import HEADLINE_COLUMNS
 from orchestration.definitions import defs
 from orchestration.resources import WAREHOUSE_ENV, registry_path
 
 logger = logging.getLogger("orchestration.cli")
 
 JOB_NAMES = ("full_pipeline_job", "data_layer_job")
-SUMMARY_COLUMNS = ("users", "items", "interactions", "density", "sessions", "events_quarantined",
-                   "duplicate_events_removed", "kcore_passes")
 
 
 def _instance() -> dg.DagsterInstance:
@@ -44,14 +43,14 @@ def print_results(dataset: str) -> None:
     warehouse = os.environ[WAREHOUSE_ENV]
     with duckdb.connect(warehouse, read_only=True) as con:
         row = con.execute(
-            f"select {', '.join(SUMMARY_COLUMNS)} from marts.dataset_stats where dataset = $dataset",
+            f"select {', '.join(HEADLINE_COLUMNS)} from marts.dataset_stats where dataset = $dataset",
             {"dataset": dataset},
         ).fetchone()
     lines = [f"dataset {dataset}: results in the DuckDB warehouse {warehouse}",
              "  tables: raw.events, raw.items, raw.quarantine, marts.interactions, marts.user_sequences, "
              "marts.item_catalog, marts.dataset_stats (filter on dataset = '" + dataset + "')"]
     if row:
-        lines += [f"  {name}: {value}" for name, value in zip(SUMMARY_COLUMNS, row, strict=True)]
+        lines += [f"  {name}: {value}" for name, value in zip(HEADLINE_COLUMNS, row, strict=True)]
     sys.stdout.write("\n".join(lines) + "\n")
 
 
