@@ -27,6 +27,15 @@ all_items as (
     from catalog
     full outer join kcore_counts on catalog.item_id = kcore_counts.item_id
 
+),
+
+with_text as (
+
+    select
+        *,
+        nullif({{ item_text('title', 'brand', 'categories', 'attributes', 'description') }}, '') as catalog_text
+    from all_items
+
 )
 
 select
@@ -41,13 +50,6 @@ select
     n_interactions,
     n_interactions > 0 as in_interactions,
     -- Items with no text fields fall back to their id, visibly: item_text_source says which.
-    coalesce(
-        nullif({{ item_text('title', 'brand', 'categories', 'attributes', 'description') }}, ''),
-        'Item ' || item_id
-    ) as item_text,
-    case
-        when nullif({{ item_text('title', 'brand', 'categories', 'attributes', 'description') }}, '') is null
-            then 'item_id'
-        else 'catalog'
-    end as item_text_source
-from all_items
+    coalesce(catalog_text, 'Item ' || item_id) as item_text,
+    case when catalog_text is null then 'item_id' else 'catalog' end as item_text_source
+from with_text
