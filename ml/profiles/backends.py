@@ -37,6 +37,7 @@ class Generation:
 
     text: str | None
     error: str | None = None
+    completion_tokens: int = 0  # as the server's usage reports it (0 when it does not)
 
 
 class ChatBackend(Protocol):
@@ -130,7 +131,9 @@ class OpenAICompatibleBackend:
             if response.status_code != 200:
                 return Generation(None, f"HTTP {response.status_code}: {response.text[:200]}")
             try:
-                return Generation(response.json()["choices"][0]["message"]["content"] or "")
+                body = response.json()
+                tokens = int((body.get("usage") or {}).get("completion_tokens") or 0)
+                return Generation(body["choices"][0]["message"]["content"] or "", completion_tokens=tokens)
             except (ValueError, KeyError, IndexError, TypeError) as error:
                 return Generation(None, f"malformed response ({error!r}): {response.text[:200]}")
         return Generation(None, f"gave up after {self.max_retries + 1} attempts: {last_error}")

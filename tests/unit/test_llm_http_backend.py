@@ -5,20 +5,16 @@ The server is llama-cpp-python's OpenAI-compatible server on the SmolLM2-135M GG
 """
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
-import requests
 
 from ml.profiles.backends import DecodingSettings, OpenAICompatibleBackend
 from ml.profiles.cache import PROFILE_TABLE
 from ml.profiles.generate import generate_profiles
+from ml.profiles.local_server import free_port, llama_server
 from ml.profiles.models import packaged_smollm2_gguf
 from ml.profiles.parsing import Profile, parse_profile
 from ml.profiles.prompts import ItemFacts, build_item_prompt
@@ -31,40 +27,12 @@ ITEMS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A llama.cpp OpenAI-compatible server on SmolLM2-135M, for this module's tests."""
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("llama") / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(packaged_smollm2_gguf()), "--model_alias", "smollm2",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(os.cpu_count() or 2)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"llama.cpp server exited with {process.returncode}")
-            try:
-                if requests.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("llama.cpp server did not come up within 120 s")
+    with (tmp_path_factory.mktemp("llama") / "server.log").open("w") as log, \
+            llama_server(packaged_smollm2_gguf(), alias="smollm2", threads=os.cpu_count() or 2, log=log) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def _backend(base_url: str) -> OpenAICompatibleBackend:
@@ -98,7 +66,7 @@ def test_runner_respects_the_budget_and_resumes_from_the_cache(server: str, tmp_
 
 
 def test_an_unreachable_server_gives_per_prompt_errors(tmp_path: Path) -> None:
-    backend = OpenAICompatibleBackend(f"http://127.0.0.1:{_free_port()}/v1", "none", max_retries=1, backoff_s=0.01)
+    backend = OpenAICompatibleBackend(f"http://127.0.0.1:{free_port()}/v1", "none", max_retries=1, backoff_s=0.01)
     [output] = backend.generate([build_item_prompt(ITEMS[0], [])])
     assert output.text is None and "gave up after 2 attempts" in (output.error or "")
     con = duckdb.connect(str(tmp_path / "profiles.duckdb"))
