@@ -48,7 +48,8 @@ def print_results(dataset: str) -> None:
         ).fetchone()
     lines = [f"dataset {dataset}: results in the DuckDB warehouse {warehouse}",
              "  tables: raw.events, raw.items, raw.quarantine, marts.interactions, marts.user_sequences, "
-             "marts.item_catalog, marts.dataset_stats (filter on dataset = '" + dataset + "')"]
+             "marts.item_catalog, marts.dataset_stats, enrichment.item_text_embeddings, enrichment.semantic_codes "
+             "(filter on dataset = '" + dataset + "')"]
     if row:
         lines += [f"  {name}: {value}" for name, value in zip(HEADLINE_COLUMNS, row, strict=True)]
     sys.stdout.write("\n".join(lines) + "\n")

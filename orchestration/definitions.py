@@ -3,6 +3,7 @@
 import dagster as dg
 
 from orchestration.assets.dbt import data_layer_dbt
+from orchestration.assets.enrichment import item_text_embeddings, semantic_codes
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.summary import data_layer_summary
 from orchestration.checks import gx_interactions, gx_raw_events
@@ -12,7 +13,7 @@ from orchestration.schedules import weekly_full_retrain
 from orchestration.sensors import raw_files_sensor
 
 defs = dg.Definitions(
-    assets=[ingest_raw_logs, data_layer_dbt, data_layer_summary],
+    assets=[ingest_raw_logs, data_layer_dbt, data_layer_summary, item_text_embeddings, semantic_codes],
     asset_checks=[gx_raw_events, gx_interactions],
     jobs=[data_layer_job, full_pipeline_job],
     schedules=[weekly_full_retrain],

@@ -10,14 +10,17 @@ def test_definitions_load() -> None:
     dg.Definitions.validate_loadable(defs)
 
 
-def test_data_layer_assets_are_in_the_data_group_with_lineage() -> None:
+def test_assets_are_in_their_groups_with_lineage() -> None:
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {"raw/events", "raw/items", "raw/quarantine", "staging/stg_events", "intermediate/int_sessions",
             "intermediate/int_kcore_interactions", "marts/interactions", "marts/user_sequences",
             "marts/item_catalog", "marts/dataset_stats", "data_layer_summary"} <= keys
+    enrichment = {dg.AssetKey("item_text_embeddings"), dg.AssetKey("semantic_codes")}
     for key in graph.get_all_asset_keys():
-        assert graph.get(key).group_name == "data", key
+        assert graph.get(key).group_name == ("enrichment" if key in enrichment else "data"), key
+    assert dg.AssetKey(["marts", "item_catalog"]) in graph.get(dg.AssetKey("item_text_embeddings")).parent_keys
+    assert dg.AssetKey("item_text_embeddings") in graph.get(dg.AssetKey("semantic_codes")).parent_keys
     # Lineage: raw events -> staging -> ... -> stats -> summary.
     assert dg.AssetKey(["raw", "events"]) in graph.get(dg.AssetKey(["staging", "stg_events"])).parent_keys
     assert dg.AssetKey(["marts", "dataset_stats"]) in graph.get(dg.AssetKey("data_layer_summary")).parent_keys

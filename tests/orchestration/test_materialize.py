@@ -6,6 +6,7 @@ import dagster as dg
 import duckdb
 
 from orchestration.assets.dbt import data_layer_dbt
+from orchestration.assets.enrichment import item_text_embeddings, semantic_codes
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.summary import data_layer_summary
 from orchestration.checks import gx_interactions, gx_raw_events
@@ -13,12 +14,13 @@ from orchestration.resources import pipeline_resources, registry_path
 
 DATASET = "movielens-100k"
 TABLES = ("raw.events", "raw.items", "marts.interactions", "marts.user_sequences", "marts.item_catalog",
-          "marts.dataset_stats")
+          "marts.dataset_stats", "enrichment.item_text_embeddings", "enrichment.semantic_codes")
 
 
 def _materialize(warehouse: Path) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [ingest_raw_logs, data_layer_dbt, data_layer_summary, gx_raw_events, gx_interactions],
+        [ingest_raw_logs, data_layer_dbt, data_layer_summary, gx_raw_events, gx_interactions, item_text_embeddings,
+         semantic_codes],
         partition_key=DATASET,
         resources=pipeline_resources(str(warehouse), registry_path()),
     )
@@ -30,7 +32,12 @@ def _snapshot(warehouse: Path) -> dict[str, list[tuple]]:
                 for table in TABLES}
 
 
-def test_data_layer_materializes_and_reruns_identically(warehouse_path: Path) -> None:
+def _metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
+    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(key))
+    return {name: value.value for name, value in event.materialization.metadata.items()}
+
+
+def test_data_layer_and_enrichment_materialize_and_rerun_identically(warehouse_path: Path) -> None:
     first = _materialize(warehouse_path)
     assert first.success
 
@@ -47,6 +54,13 @@ def test_data_layer_materializes_and_reruns_identically(warehouse_path: Path) ->
 
     before = _snapshot(warehouse_path)
     assert len(before["marts.interactions"]) == 99287
+    embeddings = _metadata(first, "item_text_embeddings")
+    assert (embeddings["dagster/row_count"], embeddings["dim"], embeddings["reused_from_cache"]) == (1349, 384, 0)
+    codes = _metadata(first, "semantic_codes")
+    assert codes["dagster/row_count"] == 1349 and codes["items_sharing_a_code"] == 0 and codes["depth"] >= 2
+
     second = _materialize(warehouse_path)
     assert second.success
     assert _snapshot(warehouse_path) == before
+    rerun = _metadata(second, "item_text_embeddings")
+    assert (rerun["encoded"], rerun["reused_from_cache"]) == (0, embeddings["encoded"])
