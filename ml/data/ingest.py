@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from ml.data.readers import QUARANTINE_TEXT_CHARS, RawRecord, iter_line_batches, iter_records
 from ml.data.registry import DatasetConfig, DatasetRegistry, EventColumns, FileFormat, TimestampUnit
-from ml.data.warehouse import RAW_SCHEMA, ensure_raw_schema
+from ml.data.warehouse import RAW_SCHEMA, ensure_raw_schema, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -485,8 +485,7 @@ def ingest_dataset(
 
     ensure_raw_schema(con)
     lines: Counter = Counter()
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         for table in ("events", "items", "quarantine"):
             con.execute(f"delete from {RAW_SCHEMA}.{table} where dataset = $dataset", {"dataset": name})
         if item_path is not None:
@@ -494,10 +493,6 @@ def ingest_dataset(
             _load_items(con, dataset, item_path, _relative(item_path, registry.base_dir), lines, batch_rows)
         _load_events(con, dataset, event_path, _relative(event_path, registry.base_dir),
                      item_path is not None, lines, batch_rows)
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     return _report(con, name, lines)
 
 

@@ -1,6 +1,9 @@
-"""The raw layer's DuckDB schema: tables that ingestion writes and dbt reads as sources."""
+"""The DuckDB warehouse: the raw layer's tables (written by ingestion, read by dbt) and a transaction helper."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import duckdb
 
@@ -57,3 +60,15 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"create schema if not exists {RAW_SCHEMA}")
     for ddl in (RAW_EVENTS_DDL, RAW_ITEMS_DDL, RAW_QUARANTINE_DDL):
         con.execute(ddl)
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Run the block in one transaction: commit when it finishes, roll back (and re-raise) when it fails."""
+    con.execute("begin transaction")
+    try:
+        yield con
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")

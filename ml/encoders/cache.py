@@ -37,6 +37,12 @@ class CachedEncoding:
     reused: int
 
 
+def vectors_from_arrow(table: pa.Table, column: str = "vector") -> np.ndarray:
+    """A list<float> column as an (n_rows, dim) float32 matrix, through one flat buffer (no Python floats)."""
+    flat = table.column(column).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(table.num_rows, -1)
+
+
 def text_hash(text: str) -> str:
     """SHA-256 of a text's UTF-8 bytes (the cache key, with the model id)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -92,7 +98,6 @@ def encode_cached(
         ).fetch_arrow_table()
     finally:
         con.unregister("_order")
-    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    vectors = np.asarray(flat, dtype=np.float32).reshape(len(texts), encoder.dim)
+    vectors = vectors_from_arrow(table).reshape(len(texts), encoder.dim)
     logger.info("embeddings %s: %d encoded, %d reused", encoder.model_id, len(missing), len(unique) - len(missing))
     return CachedEncoding(vectors=vectors, encoded=len(missing), reused=len(unique) - len(missing))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from ml.data.warehouse import transaction
 from ml.profiles.parsing import Profile, ProfileFailure
 
 PROFILE_SCHEMA = "enrichment"
@@ -97,8 +98,7 @@ def store_results(
         )
         for result in results
     ]
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         con.execute(
             "create or replace temp table _profile_batch (dataset varchar, entity_kind varchar, entity_id varchar, "
             "prompt_hash varchar, model_id varchar, status varchar, summarization varchar, reasoning varchar, "
@@ -132,10 +132,6 @@ def store_results(
         )
         con.execute("drop table _profile_batch")
         con.execute("drop table _profile_attempts")
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
 
 
 def current_profiles(

@@ -4,12 +4,12 @@ import time
 
 import dagster as dg
 import duckdb
-import numpy as np
 import pyarrow as pa
 from dagster_dbt import get_asset_key_for_model
 
 from ml.codes.hierarchical_kmeans import HierarchicalKMeansConfig, hierarchical_codes
-from ml.encoders.cache import encode_cached
+from ml.data.warehouse import transaction
+from ml.encoders.cache import encode_cached, vectors_from_arrow
 from ml.encoders.sentence import SentenceEncoder
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.partitions import dataset_partitions
@@ -36,14 +36,9 @@ class SemanticCodesConfig(dg.Config):
 def _replace_partition(con: duckdb.DuckDBPyConnection, table: str, dataset: str, insert_sql: str,
                        params: dict[str, str]) -> None:
     """Delete a dataset's rows of `table` and insert the new ones in one transaction (idempotent reruns)."""
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         con.execute(f"delete from {table} where dataset = $dataset", {"dataset": dataset})
         con.execute(insert_sql, {"dataset": dataset, **params})
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
 
 
 @dg.asset(
@@ -116,8 +111,7 @@ def semantic_codes(
         ).fetch_arrow_table()
         if table.num_rows == 0:
             raise dg.Failure(f"no item text embeddings for {dataset!r}")
-        flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        vectors = np.asarray(flat, dtype=np.float32).reshape(table.num_rows, -1)
+        vectors = vectors_from_arrow(table)
         codes = hierarchical_codes(
             vectors, HierarchicalKMeansConfig(branching=config.branching, balanced=config.balanced, seed=config.seed)
         )
