@@ -2,9 +2,12 @@
 
 import dagster as dg
 
+from orchestration.assets.behaviour import behaviour_embeddings
+from orchestration.assets.codes import behaviour_codes, semantic_codes
 from orchestration.assets.dbt import data_layer_dbt
-from orchestration.assets.enrichment import item_text_embeddings, semantic_codes
+from orchestration.assets.embeddings import item_llm_embeddings, item_text_embeddings, profile_embeddings
 from orchestration.assets.ingest import ingest_raw_logs
+from orchestration.assets.profiles import item_profiles, user_profiles
 from orchestration.assets.summary import data_layer_summary
 from orchestration.checks import gx_interactions, gx_raw_events
 from orchestration.jobs import data_layer_job, full_pipeline_job
@@ -13,7 +16,11 @@ from orchestration.schedules import weekly_full_retrain
 from orchestration.sensors import raw_files_sensor
 
 defs = dg.Definitions(
-    assets=[ingest_raw_logs, data_layer_dbt, data_layer_summary, item_text_embeddings, semantic_codes],
+    assets=[
+        ingest_raw_logs, data_layer_dbt, data_layer_summary,
+        item_profiles, user_profiles, item_text_embeddings, profile_embeddings, item_llm_embeddings,
+        behaviour_embeddings, semantic_codes, behaviour_codes,
+    ],
     asset_checks=[gx_raw_events, gx_interactions],
     jobs=[data_layer_job, full_pipeline_job],
     schedules=[weekly_full_retrain],

@@ -17,6 +17,7 @@ import duckdb
 from dagster_dbt import DbtCliResource, DbtProject
 
 from ml.data.registry import DatasetRegistry, load_registry
+from orchestration.llm_resource import LLMResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "transforms"
@@ -24,6 +25,7 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "transforms"
 DATA_DIR_ENV = "LLMREC_DATA_DIR"
 WAREHOUSE_ENV = "LLMREC_DUCKDB_PATH"
 REGISTRY_ENV = "LLMREC_REGISTRY"
+MODEL_CACHE_ENV = "LLMREC_MODEL_CACHE"
 
 # The pool every step that opens the warehouse runs in (limit 1 in dagster_home/dagster.yaml).
 DUCKDB_POOL = "duckdb"
@@ -37,6 +39,11 @@ def data_dir() -> Path:
 def registry_path() -> Path:
     """Path of the dataset registry file."""
     return Path(os.environ.get(REGISTRY_ENV, PROJECT_ROOT / "datasets.yaml"))
+
+
+def model_cache_dir() -> Path:
+    """Where local LLMs converted from GGUF are cached (shared by every dataset and run)."""
+    return Path(os.environ.get(MODEL_CACHE_ENV, data_dir() / "models"))
 
 
 # dbt's profile reads this variable in its own process; giving it its default here makes the
@@ -83,12 +90,31 @@ def dbt_executable() -> str:
     return str(beside) if beside.is_file() else shutil.which("dbt") or "dbt"
 
 
-def pipeline_resources(warehouse: str | dg.EnvVar, registry_file: Path) -> dict[str, dg.ConfigurableResource]:
+class ArtifactStoreResource(dg.ConfigurableResource):
+    """The folder tree for files the pipeline writes next to the warehouse, and the local model cache."""
+
+    root: str
+    model_cache: str
+
+    def model_cache_dir(self) -> Path:
+        """Local LLMs converted once from GGUF (shared by every dataset and run)."""
+        return Path(self.model_cache)
+
+    def embeddings_root(self) -> Path:
+        """Versioned Parquet embeddings: <root>/embeddings/<dataset>/<name>/<version>/."""
+        return Path(self.root) / "embeddings"
+
+
+def pipeline_resources(
+    warehouse: str | dg.EnvVar, registry_file: Path, artifacts_root: Path | None = None
+) -> dict[str, dg.ConfigurableResource]:
     """The resources every asset needs, for a given warehouse and registry (tests pass temporary ones)."""
     return {
         "warehouse": WarehouseResource(path=warehouse),
         "registry": DatasetRegistryResource(path=str(registry_file)),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+        "artifacts": ArtifactStoreResource(root=str(artifacts_root or data_dir()), model_cache=str(model_cache_dir())),
+        "llm": LLMResource(),
     }
 
 

@@ -12,8 +12,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRANSFORMS = PROJECT_ROOT / "transforms"
 DBT = str(Path(sys.executable).parent / "dbt")
 
-# Tests never touch the project's own warehouse: default every run to a throwaway file.
-os.environ["LLMREC_DUCKDB_PATH"] = str(Path(tempfile.mkdtemp(prefix="llmrec-tests-")) / "session.duckdb")
+# Tests never touch the project's own warehouse or data folder: default every run to throwaway ones.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="llmrec-tests-"))
+os.environ["LLMREC_DUCKDB_PATH"] = str(_SESSION_DIR / "session.duckdb")
+os.environ["LLMREC_DATA_DIR"] = str(_SESSION_DIR / "data")
+# One GGUF -> safetensors conversion per test session (about 40 s), shared by every test that needs the local LLM.
+os.environ["LLMREC_MODEL_CACHE"] = str(_SESSION_DIR / "models")
 
 
 def run_dbt(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -38,3 +42,11 @@ def warehouse_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "warehouse.duckdb"
     monkeypatch.setenv("LLMREC_DUCKDB_PATH", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def local_llm_dir() -> Path:
+    """The packaged SmolLM2-135M-Instruct, converted from its GGUF into this session's model cache."""
+    from ml.llm.weights import PACKAGED_SMOLLM2, resolve_causal_lm
+
+    return resolve_causal_lm(PACKAGED_SMOLLM2, Path(os.environ["LLMREC_MODEL_CACHE"]))

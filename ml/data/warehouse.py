@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import duckdb
+import pyarrow as pa
 
 RAW_SCHEMA = "raw"
 
@@ -72,3 +73,23 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("rollback")
         raise
     con.execute("commit")
+
+
+def replace_dataset_rows(
+    con: duckdb.DuckDBPyConnection, table: str, dataset: str, rows: pa.Table, columns_ddl: str
+) -> None:
+    """Create `table` (dataset + `columns_ddl`) if needed and swap the dataset's rows for `rows`, atomically.
+
+    `rows` holds every column but `dataset`, in the DDL's order. Delete-then-insert per dataset in
+    one transaction is what makes a rerun or a backfill of one partition idempotent.
+    """
+    schema = table.split(".")[0]
+    con.execute(f"create schema if not exists {schema}")
+    con.execute(f"create table if not exists {table} (dataset varchar not null, {columns_ddl})")
+    con.register("_replacement_rows", rows)
+    try:
+        with transaction(con):
+            con.execute(f"delete from {table} where dataset = $dataset", {"dataset": dataset})
+            con.execute(f"insert into {table} select $dataset, * from _replacement_rows", {"dataset": dataset})
+    finally:
+        con.unregister("_replacement_rows")

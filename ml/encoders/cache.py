@@ -12,6 +12,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from ml.data.embedding_store import vectors_from_arrow
+
 logger = logging.getLogger(__name__)
 
 EMBEDDING_TABLE = "enrichment.text_embeddings"
@@ -35,12 +37,6 @@ class CachedEncoding:
     vectors: np.ndarray
     encoded: int
     reused: int
-
-
-def vectors_from_arrow(table: pa.Table, column: str = "vector") -> np.ndarray:
-    """A list<float> column as an (n_rows, dim) float32 matrix, through one flat buffer (no Python floats)."""
-    flat = table.column(column).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(flat, dtype=np.float32).reshape(table.num_rows, -1)
 
 
 def text_hash(text: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ml.encoders.device import resolve_device
+from ml.llm.weights import weights_digest
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +35,8 @@ class SentenceEncoder:
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(self.model_dir), device=self.device, local_files_only=True)
         self.dim = int(self._model.get_embedding_dimension())
-        self.model_id = f"sentence:{self.model_dir.name}:{self._weights_digest()}"
+        self.model_id = f"sentence:{self.model_dir.name}:{weights_digest(self.model_dir)}"
         logger.info("sentence encoder %s on %s (%d-d)", self.model_dir, self.device, self.dim)
-
-    def _weights_digest(self) -> str:
-        """A short digest of the weight files' bytes, so a different model never reuses cached vectors."""
-        digest = hashlib.sha256()
-        for weights in sorted(self.model_dir.glob("*.safetensors")) + sorted(self.model_dir.glob("*.bin")):
-            with weights.open("rb") as handle:
-                while chunk := handle.read(1 << 22):
-                    digest.update(chunk)
-        return digest.hexdigest()[:12]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of `texts`, (n, dim) float32, each row of unit L2 norm."""

@@ -78,6 +78,7 @@ class OpenAICompatibleBackend:
         timeout_s: float = 120.0,
         max_retries: int = 3,
         backoff_s: float = 1.0,
+        model_id: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -87,7 +88,8 @@ class OpenAICompatibleBackend:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
-        self.model_id = f"openai:{self.base_url}:{model}"
+        # The cache identity of the profiles; a server on a throwaway port passes one naming its weights instead.
+        self.model_id = model_id or f"openai:{self.base_url}:{model}"
         self._session = requests.Session()
 
     def _payload(self, prompt: ChatPrompt) -> dict[str, Any]:

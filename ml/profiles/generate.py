@@ -28,6 +28,12 @@ class GenerationStats:
     failed: int
     left_for_later: int
     seconds: float
+    completion_tokens: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per second of this run (as the backend counted them)."""
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def profiles_per_minute(self) -> float:
@@ -50,10 +56,11 @@ def generate_profiles(
     pending = pending_keys(con, dataset, kind, backend.model_id, keys)
     selected = pending if budget is None else pending[: max(0, budget)]
     start = time.perf_counter()
-    succeeded = failed = 0
+    succeeded = failed = tokens = 0
     for offset in range(0, len(selected), batch_size):
         batch: Sequence[ProfileKey] = selected[offset : offset + batch_size]
         outputs = backend.generate([prompts[key.entity_id] for key in batch])
+        tokens += sum(output.completion_tokens for output in outputs)
         results = []
         for key, output in zip(batch, outputs, strict=True):
             outcome: Profile | ProfileFailure = (
@@ -68,6 +75,7 @@ def generate_profiles(
     stats = GenerationStats(
         requested=len(keys), cached=len(keys) - len(pending), generated=len(selected), succeeded=succeeded,
         failed=failed, left_for_later=len(pending) - len(selected), seconds=time.perf_counter() - start,
+        completion_tokens=tokens,
     )
     logger.info("%s %s profiles: %s", dataset, kind, stats)
     return stats

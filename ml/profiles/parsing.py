@@ -1,8 +1,9 @@
 """Turn raw LLM output into a profile: parse the JSON, repair common breakage, or say why it failed.
 
 Small models wrap JSON in prose or code fences, use single quotes, leave trailing commas, put raw
-newlines inside strings, or stop mid-object at the length cap. Each repair below is tried in turn
-on the first object-like span; what still fails is reported with a reason, never raised.
+newlines inside strings, keep writing after the object, or stop mid-object at the length cap.
+Each repair below is tried in turn on the first object-like span; what still fails is reported
+with a reason, never raised.
 """
 
 from __future__ import annotations
@@ -78,8 +79,18 @@ def _single_to_double_quotes(text: str) -> str:
     return text.replace("'", '"') if '"' not in text else text
 
 
+def _first_object(text: str) -> str:
+    """Only the first complete JSON object, when the model kept writing after it (e.g. a second object)."""
+    try:
+        _, end = json.JSONDecoder().raw_decode(text)
+    except json.JSONDecodeError:
+        return text
+    return text[:end]
+
+
 _REPAIRS = (
     lambda text: text,
+    _first_object,
     lambda text: _TRAILING_COMMA.sub(r"\1", text),
     _escape_newlines_in_strings,
     lambda text: _close_truncated(_escape_newlines_in_strings(text)),

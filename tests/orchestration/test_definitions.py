@@ -16,11 +16,24 @@ def test_assets_are_in_their_groups_with_lineage() -> None:
     assert {"raw/events", "raw/items", "raw/quarantine", "staging/stg_events", "intermediate/int_sessions",
             "intermediate/int_kcore_interactions", "marts/interactions", "marts/user_sequences",
             "marts/item_catalog", "marts/dataset_stats", "data_layer_summary"} <= keys
-    enrichment = {dg.AssetKey("item_text_embeddings"), dg.AssetKey("semantic_codes")}
+    enrichment = {dg.AssetKey(name) for name in (
+        "item_profiles", "user_profiles", "item_text_embeddings", "profile_embeddings", "item_llm_embeddings",
+        "behaviour_embeddings", "semantic_codes", "behaviour_codes")}
+    assert enrichment <= graph.get_all_asset_keys()
     for key in graph.get_all_asset_keys():
         assert graph.get(key).group_name == ("enrichment" if key in enrichment else "data"), key
-    assert dg.AssetKey(["marts", "item_catalog"]) in graph.get(dg.AssetKey("item_text_embeddings")).parent_keys
-    assert dg.AssetKey("item_text_embeddings") in graph.get(dg.AssetKey("semantic_codes")).parent_keys
+    parents = {key.to_user_string(): {parent.to_user_string() for parent in graph.get(key).parent_keys}
+               for key in enrichment}
+    assert parents == {
+        "item_profiles": {"marts/item_catalog", "marts/interactions"},
+        "user_profiles": {"item_profiles"},
+        "item_text_embeddings": {"marts/item_catalog"},
+        "profile_embeddings": {"item_profiles", "user_profiles"},
+        "item_llm_embeddings": {"marts/item_catalog"},
+        "behaviour_embeddings": {"marts/user_sequences"},
+        "semantic_codes": {"item_text_embeddings"},
+        "behaviour_codes": {"behaviour_embeddings"},
+    }
     # Lineage: raw events -> staging -> ... -> stats -> summary.
     assert dg.AssetKey(["raw", "events"]) in graph.get(dg.AssetKey(["staging", "stg_events"])).parent_keys
     assert dg.AssetKey(["marts", "dataset_stats"]) in graph.get(dg.AssetKey("data_layer_summary")).parent_keys
@@ -56,3 +69,11 @@ def test_jobs_schedule_and_sensor_are_registered() -> None:
     assert defs.resolve_job_def("data_layer_job") is not None
     assert defs.resolve_schedule_def("weekly_full_retrain").cron_schedule == "0 3 * * 1"
     assert defs.resolve_sensor_def("raw_files_sensor") is not None
+
+
+def test_llm_backend_and_budget_are_launchpad_settings() -> None:
+    llm = defs.resources["llm"]
+    assert (llm.backend, llm.model, llm.temperature) == ("transformers", "smollm2-135m-instruct", 0.0)
+    item_profiles_op = defs.resolve_assets_def("item_profiles").node_def
+    fields = item_profiles_op.config_schema.config_type.fields
+    assert {"max_new_profiles", "commit_every"} <= set(fields)

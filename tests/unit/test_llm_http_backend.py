@@ -11,11 +11,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from ml.llm.local_server import free_port, llama_server
+from ml.llm.weights import packaged_smollm2_gguf
 from ml.profiles.backends import DecodingSettings, OpenAICompatibleBackend
 from ml.profiles.cache import PROFILE_TABLE
 from ml.profiles.generate import generate_profiles
-from ml.profiles.local_server import free_port, llama_server
-from ml.profiles.models import packaged_smollm2_gguf
 from ml.profiles.parsing import Profile, parse_profile
 from ml.profiles.prompts import ItemFacts, build_item_prompt
 

@@ -15,6 +15,7 @@ from ml.profiles.parsing import Profile, ProfileFailure, parse_profile
         ('{"summarization": "Cut off by the length cap", "reasoning": "because the mod', "Cut off by the length cap", True),
         ("{'summarization': 'Single quotes.', 'reasoning': 'r'}", "Single quotes.", True),
         ('{"summarization": "No reasoning."}', "No reasoning.", False),
+        ('{"summarization": "Kept writing."}\n{\n  "description": {"name": "x", "tags": ["pro', "Kept writing.", True),
     ],
 )
 def test_good_and_repairable_outputs(raw: str, summary: str, repaired: bool) -> None:

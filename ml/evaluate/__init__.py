@@ -1,0 +1,1 @@
+"""Evaluation: one full-ranking, leave-one-out evaluator shared by every model."""

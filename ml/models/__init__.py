@@ -1,0 +1,1 @@
+"""Sequential recommendation models (ID-based baselines and their LLM-enhanced variants)."""

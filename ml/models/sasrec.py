@@ -1,0 +1,146 @@
+"""SASRec (Kang & McAuley, 2018): an ID-only causal self-attention model of the next item.
+
+Item embeddings (row 0 = padding) plus learned position embeddings feed `n_layers` pre-norm Transformer
+blocks (`nn.TransformerEncoderLayer`, norm_first=True) and a final LayerNorm; an item's score is the dot
+product of the last hidden state with the same item embedding table (tied input and output weights).
+
+Choices the paper leaves open, and what we do:
+
+- Activation: ReLU, as in the paper's point-wise feed-forward network (two d x d layers), so that this
+  baseline is the published model rather than the GELU variant of BERT4Rec-style re-implementations.
+- Sequences are left-padded, and positions count back from the most recent item (the last input
+  always has position max_len - 1), so a batch may be cut to its longest sequence without changing
+  any output.
+- Masking: one boolean mask per (sequence, head) joins the causal mask and the key padding mask. Each
+  position may always attend to itself: a left-padded row would otherwise have every key masked and
+  produce NaN, which then leaks into real positions through 0 * NaN. Padded positions are zeroed after
+  every block, as in the original implementation.
+- Embeddings start from N(0, 0.02) (as in RecBole); the Transformer layers keep PyTorch's defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    """Model size, optimization and early-stopping settings of SASRec."""
+
+    hidden_dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    max_len: int = 50
+    dropout: float = 0.2
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    eval_batch_size: int = 1024  # users scored at once during validation (memory: batch x n_items floats)
+    max_epochs: int = 50
+    patience: int = 5  # epochs without a better validation NDCG@10 before stopping
+    eval_every: int = 1
+    seed: int = 0
+    device: str = "auto"  # 'auto' = cuda when available, else cpu
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_dim", "n_layers", "n_heads", "max_len", "batch_size", "eval_batch_size",
+                     "max_epochs", "patience", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.hidden_dim % self.n_heads:
+            raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by n_heads ({self.n_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+
+def left_pad(histories: Sequence[np.ndarray], max_len: int) -> torch.Tensor:
+    """(batch, width) int64 of each history's last `max_len` items, right-aligned, 0 before them.
+
+    The width is the longest (truncated) history of the batch, at least 1.
+    """
+    width = max(1, min(max_len, max((len(items) for items in histories), default=1)))
+    padded = np.zeros((len(histories), width), dtype=np.int64)
+    for row, items in enumerate(histories):
+        recent = np.asarray(items[-width:], dtype=np.int64)
+        if len(recent):
+            padded[row, width - len(recent):] = recent
+    return torch.from_numpy(padded)
+
+
+class SASRec(nn.Module):
+    """Causal self-attention over a user's item sequence; scores = last hidden state x item embeddings."""
+
+    def __init__(self, n_items: int, config: SASRecConfig) -> None:
+        super().__init__()
+        if n_items < 1:
+            raise ValueError("n_items must be at least 1")
+        self.n_items = n_items
+        self.max_len = config.max_len
+        self.n_heads = config.n_heads
+        self.item_embedding = nn.Embedding(n_items + 1, config.hidden_dim, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.max_len, config.hidden_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                d_model=config.hidden_dim,
+                nhead=config.n_heads,
+                dim_feedforward=config.hidden_dim,
+                dropout=config.dropout,
+                activation="relu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(config.n_layers)
+        )
+        self.final_norm = nn.LayerNorm(config.hidden_dim)
+        nn.init.normal_(self.item_embedding.weight, std=0.02)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    @property
+    def device(self) -> torch.device:
+        """Device the parameters live on."""
+        return self.item_embedding.weight.device
+
+    def attention_mask(self, padding: torch.Tensor) -> torch.Tensor:
+        """(batch * heads, L, L) bool, True = may not attend: later positions and padding, never oneself."""
+        length = padding.shape[1]
+        future = torch.ones(length, length, dtype=torch.bool, device=padding.device).triu(diagonal=1)
+        blocked = future.unsqueeze(0) | padding.unsqueeze(1)
+        blocked &= ~torch.eye(length, dtype=torch.bool, device=padding.device)
+        return blocked.repeat_interleave(self.n_heads, dim=0)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Hidden states (batch, L, hidden_dim) of left-padded item indices (batch, L), L <= max_len."""
+        length = inputs.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"sequences of length {length} exceed max_len {self.max_len}")
+        padding = inputs == 0
+        positions = torch.arange(self.max_len - length, self.max_len, device=inputs.device)
+        hidden = self.item_embedding(inputs) + self.position_embedding(positions).unsqueeze(0)
+        hidden = self.dropout(hidden).masked_fill(padding.unsqueeze(-1), 0.0)
+        mask = self.attention_mask(padding)
+        for layer in self.layers:
+            hidden = layer(hidden, src_mask=mask).masked_fill(padding.unsqueeze(-1), 0.0)
+        return self.final_norm(hidden)
+
+    def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores of real items 1..n (column j = item j + 1) for hidden states (..., hidden_dim)."""
+        return hidden @ self.item_embedding.weight[1:].T
+
+    @torch.no_grad()
+    def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """(batch, n_items + 1) scores of the next item after each history (column 0 = padding), in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            hidden = self(left_pad(histories, self.max_len).to(self.device))[:, -1]
+            return hidden @ self.item_embedding.weight.T
+        finally:
+            self.train(was_training)

@@ -1,0 +1,1 @@
+"""Training loops: data batching, optimization and validation-based early stopping per model."""

@@ -1,0 +1,139 @@
+"""Train SASRec with full softmax cross-entropy and early stopping on validation NDCG@10.
+
+Every position of every training sequence is a training example (inputs seq[:-1] -> targets seq[1:],
+the most recent max_len + 1 items, left-padded). Logits over all items are computed only at real
+(non-padding) positions: with 12k items a (batch, max_len, n_items) tensor would dominate memory,
+while most positions of short, left-padded sequences are padding. Validation uses the shared
+full-ranking evaluator (history = training items, target = validation item); the test split is never
+looked at here. Runs are deterministic on CPU for a given seed (shuffling has its own generator);
+on CUDA, PyTorch's scatter-add kernels may still differ in the last bits between runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ml.data.sequences import SequenceData
+from ml.encoders.device import resolve_device
+from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
+from ml.models.sasrec import SASRec, SASRecConfig
+
+logger = logging.getLogger(__name__)
+
+SELECTION_METRIC = "ndcg@10"
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class SASRecResult:
+    """A trained SASRec (eval mode, best validation weights) and how training went."""
+
+    model: SASRec
+    config: SASRecConfig
+    best_epoch: int
+    best_valid: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def item_embeddings(self) -> np.ndarray:
+        """(n_items, hidden_dim) float32 item embeddings; row i is item index i + 1 (padding row dropped)."""
+        return self.model.item_embedding.weight[1:].detach().cpu().numpy().astype(np.float32)
+
+
+def training_pairs(train: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (inputs, targets), each (n_sequences, max_len) int64, from sequences of at least two items."""
+    usable = [seq[-(max_len + 1):] for seq in train if len(seq) >= 2]
+    inputs = np.zeros((len(usable), max_len), dtype=np.int64)
+    targets = np.zeros((len(usable), max_len), dtype=np.int64)
+    for row, seq in enumerate(usable):
+        n = len(seq) - 1
+        inputs[row, max_len - n:] = seq[:-1]
+        targets[row, max_len - n:] = seq[1:]
+    return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+
+def _train_epoch(
+    model: SASRec,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+) -> float:
+    """One pass over the shuffled training sequences; returns the mean loss per predicted position."""
+    model.train()
+    order = torch.randperm(len(inputs), generator=generator)
+    total_loss, total_positions = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch_inputs, batch_targets = inputs[rows], targets[rows]
+        # Drop the columns that are padding in every row of this batch (outputs do not depend on them).
+        width = int((batch_targets != 0).sum(dim=1).max())
+        batch_inputs = batch_inputs[:, -width:].to(model.device)
+        batch_targets = batch_targets[:, -width:].to(model.device)
+        real = batch_targets != 0
+        hidden = model(batch_inputs)[real]
+        loss = F.cross_entropy(model.item_logits(hidden), batch_targets[real] - 1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        positions = int(real.sum())
+        total_loss += float(loss.detach()) * positions
+        total_positions += positions
+    return total_loss / max(total_positions, 1)
+
+
+def train_sasrec(
+    data: SequenceData, config: SASRecConfig | None = None, on_epoch: EpochCallback | None = None
+) -> SASRecResult:
+    """Train on the training split, select the epoch with the best validation NDCG@10, return that model."""
+    config = config or SASRecConfig()
+    device = torch.device(resolve_device(config.device))
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    inputs, targets = training_pairs(data.train, config.max_len)
+    if len(inputs) == 0:
+        raise ValueError("no user has two or more training items: nothing to train on")
+    model = SASRec(data.n_items, config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    valid_histories, valid_targets = data.history("valid")
+    logger.info(
+        "SASRec on %s: %d items, %d training sequences, %d positions, device %s",
+        data.dataset, data.n_items, len(inputs), int((targets != 0).sum()), device,
+    )
+
+    history: list[dict[str, float]] = []
+    best_score, best_epoch, best_valid = -1.0, 0, {}
+    best_state = copy.deepcopy(model.state_dict())
+    for epoch in range(1, config.max_epochs + 1):
+        started = time.perf_counter()
+        loss = _train_epoch(model, optimizer, inputs, targets, config.batch_size, generator)
+        record: dict[str, float] = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
+        if epoch % config.eval_every == 0 or epoch == config.max_epochs:
+            started = time.perf_counter()
+            valid = evaluate_model(model.score, valid_histories, valid_targets, config.eval_batch_size, DEFAULT_KS)
+            record.update({f"valid_{name}": value for name, value in valid.metrics.items()})
+            record["eval_seconds"] = time.perf_counter() - started
+            if valid.metrics[SELECTION_METRIC] > best_score:
+                best_score, best_epoch, best_valid = valid.metrics[SELECTION_METRIC], epoch, valid.metrics
+                best_state = copy.deepcopy(model.state_dict())
+        history.append(record)
+        logger.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items() if k != "epoch"})
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+        if best_epoch and epoch - best_epoch >= config.patience:
+            logger.info("early stop after epoch %d: best %s %.4f at epoch %d", epoch, SELECTION_METRIC, best_score,
+                        best_epoch)
+            break
+
+    model.load_state_dict(best_state)
+    model.eval()
+    return SASRecResult(model=model, config=config, best_epoch=best_epoch, best_valid=best_valid, history=history)

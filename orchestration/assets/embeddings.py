@@ -1,0 +1,213 @@
+"""Content embedding assets: sentence and frozen-LLM embeddings of item texts, and of LLM profiles, per dataset.
+
+Every text goes through the content-hash cache in DuckDB, so unchanged texts are never encoded
+twice by one model; the vectors are published as versioned Parquet (see ml/data/embedding_store.py)
+with the item or user ids, and the asset metadata names the version folder.
+"""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+from pydantic import Field
+
+from ml.data.embedding_store import write_embeddings
+from ml.encoders.cache import CachedEncoding, TextEncoder, encode_cached
+from ml.encoders.llm import FrozenLLMEncoder
+from ml.encoders.sentence import SentenceEncoder
+from ml.llm.weights import PACKAGED_SMOLLM2, resolve_causal_lm
+from ml.profiles.inputs import load_profile_inputs
+from orchestration.assets.profiles import (
+    ITEM_CATALOG,
+    ITEM_PROFILES_TABLE,
+    USER_PROFILES_TABLE,
+    item_profiles,
+    user_profiles,
+)
+from orchestration.partitions import dataset_partitions
+from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, WarehouseResource
+
+# Names of the embedding sets in the store (downstream assets read them by these names).
+ITEM_TEXT = "item_text"
+ITEM_LLM = "item_llm"
+ITEM_PROFILE = "item_profile"
+USER_PROFILE = "user_profile"
+
+
+class SentenceEmbeddingConfig(dg.Config):
+    """Sentence encoder settings (launchpad-editable)."""
+
+    batch_size: int = 64
+    device: str = "auto"
+
+
+class LLMEmbeddingConfig(dg.Config):
+    """Frozen causal LM encoder settings (LEARN's CEX)."""
+
+    model: str = Field(default=PACKAGED_SMOLLM2, description="Packaged name, a .gguf file or a local HF folder.")
+    max_length: int = Field(
+        default=64, description="Token cap per text. Beauty item texts average about 30 tokens, so 64 cuts few; "
+        "the cap bounds CPU time (about 8 texts/s on 2 cores for SmolLM2-135M).",
+    )
+    batch_size: int = 8
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class PublishedEmbeddings:
+    """What encoding and publishing one embedding set did."""
+
+    folder: Path
+    encoding: CachedEncoding
+    seconds: float
+
+
+def _encode_and_publish(
+    con: duckdb.DuckDBPyConnection, encoder: TextEncoder, root: Path, dataset: str, name: str, ids: list[str],
+    texts: list[str], columns: dict[str, list[Any]] | None = None,
+) -> PublishedEmbeddings:
+    """Encode `texts` through the cache and publish them under `name` for `dataset`."""
+    start = time.perf_counter()
+    encoding = encode_cached(con, encoder, texts)
+    seconds = time.perf_counter() - start
+    folder = write_embeddings(root, dataset, name, ids, encoding.vectors, encoder.model_id, columns)
+    return PublishedEmbeddings(folder, encoding, seconds)
+
+
+def _metadata(published: PublishedEmbeddings, encoder: TextEncoder, device: str) -> dict[str, Any]:
+    rows = len(published.encoding.vectors)
+    return {
+        "dagster/row_count": rows,
+        "path": dg.MetadataValue.path(str(published.folder)),
+        "version": published.folder.name,
+        "model_id": encoder.model_id,
+        "dim": encoder.dim,
+        "device": device,
+        "encoded": published.encoding.encoded,
+        "reused_from_cache": published.encoding.reused,
+        "texts_per_second": round(rows / published.seconds, 2) if published.seconds > 0 else 0.0,
+    }
+
+
+def _item_texts(con: duckdb.DuckDBPyConnection, dataset: str) -> tuple[list[str], list[str]]:
+    rows = con.execute(
+        "select item_id, item_text from marts.item_catalog where dataset = $dataset and in_interactions "
+        "order by item_id",
+        {"dataset": dataset},
+    ).fetchall()
+    if not rows:
+        raise dg.Failure(f"no interacted items in marts.item_catalog for {dataset!r}: materialize the data layer")
+    return [item for item, _ in rows], [text for _, text in rows]
+
+
+@dg.asset(
+    deps=[ITEM_CATALOG],
+    group_name="enrichment",
+    partitions_def=dataset_partitions,
+    pool=DUCKDB_POOL,
+    compute_kind="pytorch",
+)
+def item_text_embeddings(
+    context: dg.AssetExecutionContext, config: SentenceEmbeddingConfig, warehouse: WarehouseResource,
+    artifacts: ArtifactStoreResource,
+) -> dg.MaterializeResult:
+    """all-MiniLM-L6-v2 embeddings of each interacted item's catalog text, cached by content hash."""
+    dataset = context.partition_key
+    encoder = SentenceEncoder(device=config.device, batch_size=config.batch_size)
+    with warehouse.connect() as con:
+        ids, texts = _item_texts(con, dataset)
+        published = _encode_and_publish(con, encoder, artifacts.embeddings_root(), dataset, ITEM_TEXT, ids, texts)
+    return dg.MaterializeResult(metadata=_metadata(published, encoder, encoder.device))
+
+
+@dg.asset(
+    deps=[ITEM_CATALOG],
+    group_name="enrichment",
+    partitions_def=dataset_partitions,
+    pool=DUCKDB_POOL,
+    compute_kind="pytorch",
+)
+def item_llm_embeddings(
+    context: dg.AssetExecutionContext, config: LLMEmbeddingConfig, warehouse: WarehouseResource,
+    artifacts: ArtifactStoreResource,
+) -> dg.MaterializeResult:
+    """LEARN CEX embeddings: a frozen causal LM's last-layer states, mean-pooled and L2-normalized, per item text."""
+    dataset = context.partition_key
+    model_dir = resolve_causal_lm(config.model, artifacts.model_cache_dir())
+    encoder = FrozenLLMEncoder(model_dir, device=config.device, batch_size=config.batch_size,
+                               max_length=config.max_length)
+    with warehouse.connect() as con:
+        ids, texts = _item_texts(con, dataset)
+        published = _encode_and_publish(con, encoder, artifacts.embeddings_root(), dataset, ITEM_LLM, ids, texts)
+    return dg.MaterializeResult(metadata=_metadata(published, encoder, encoder.device))
+
+
+def user_fallback_text(titles: list[str]) -> str:
+    """What stands in for a user without a profile: the titles of their most recent training items."""
+    return "A user who interacted with: " + "; ".join(titles)
+
+
+@dg.asset(
+    deps=[item_profiles, user_profiles],
+    group_name="enrichment",
+    partitions_def=dataset_partitions,
+    pool=DUCKDB_POOL,
+    compute_kind="pytorch",
+)
+def profile_embeddings(
+    context: dg.AssetExecutionContext, config: SentenceEmbeddingConfig, warehouse: WarehouseResource,
+    artifacts: ArtifactStoreResource,
+) -> dg.MaterializeResult:
+    """Sentence embeddings of item and user profile summaries; entities without a profile use their catalog text."""
+    dataset = context.partition_key
+    encoder = SentenceEncoder(device=config.device, batch_size=config.batch_size)
+    root = artifacts.embeddings_root()
+    with warehouse.connect() as con:
+        item_ids, item_texts = _item_texts(con, dataset)
+        item_summaries = dict(con.execute(
+            f"select entity_id, summarization from {ITEM_PROFILES_TABLE} where dataset = $dataset", {"dataset": dataset}
+        ).fetchall())
+        user_summaries = dict(con.execute(
+            f"select entity_id, summarization from {USER_PROFILES_TABLE} where dataset = $dataset", {"dataset": dataset}
+        ).fetchall())
+        inputs = load_profile_inputs(con, dataset)
+        item_sources = ["profile" if item in item_summaries else "catalog_text" for item in item_ids]
+        items = _encode_and_publish(
+            con, encoder, root, dataset, ITEM_PROFILE, item_ids,
+            [item_summaries.get(item, text) for item, text in zip(item_ids, item_texts, strict=True)],
+            {"source": item_sources},
+        )
+        user_ids = sorted(inputs.train_by_user)
+        user_texts, user_sources = [], []
+        for user in user_ids:
+            if user in user_summaries:
+                user_texts.append(user_summaries[user])
+                user_sources.append("profile")
+            else:
+                recent = inputs.train_by_user[user][-10:]
+                user_texts.append(user_fallback_text(
+                    [inputs.items[row.item_id].title or row.item_id for row in recent]
+                ))
+                user_sources.append("history_titles")
+        users = _encode_and_publish(con, encoder, root, dataset, USER_PROFILE, user_ids, user_texts,
+                                    {"source": user_sources})
+    item_fallbacks = item_sources.count("catalog_text")
+    user_fallbacks = user_sources.count("history_titles")
+    context.log.info("%s: %d/%d items and %d/%d users fell back to catalog text", dataset, item_fallbacks,
+                     len(item_ids), user_fallbacks, len(user_ids))
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(item_ids) + len(user_ids),
+        "item_path": dg.MetadataValue.path(str(items.folder)),
+        "user_path": dg.MetadataValue.path(str(users.folder)),
+        "model_id": encoder.model_id,
+        "dim": encoder.dim,
+        "item_profile_coverage": 1 - item_fallbacks / len(item_ids),
+        "user_profile_coverage": 1 - user_fallbacks / len(user_ids) if user_ids else 0.0,
+        "items_on_catalog_text_fallback": item_fallbacks,
+        "users_on_history_titles_fallback": user_fallbacks,
+        "encoded": items.encoding.encoded + users.encoding.encoded,
+        "reused_from_cache": items.encoding.reused + users.encoding.reused,
+    })

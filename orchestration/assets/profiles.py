@@ -1,0 +1,148 @@
+"""RLMRec profile assets: LLM-written item profiles, then user profiles built on them, per dataset partition.
+
+Each asset builds every entity's prompt from training data, generates the profiles its cache does
+not hold yet (at most `max_new_profiles` this run, most popular items first), and publishes the
+profiles valid for the current prompts and model as its table. Entities still without a profile
+are counted in the coverage metadata; downstream embeddings fall back to their catalog text.
+"""
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+from dagster_dbt import get_asset_key_for_model
+from pydantic import Field
+
+from ml.data.warehouse import replace_dataset_rows
+from ml.profiles.cache import ProfileKey, current_profiles
+from ml.profiles.generate import GenerationStats, generate_profiles
+from ml.profiles.inputs import load_profile_inputs
+from ml.profiles.prompts import ChatPrompt, build_item_prompt, build_user_prompt
+from orchestration.assets.dbt import data_layer_dbt
+from orchestration.llm_resource import LLMResource
+from orchestration.partitions import dataset_partitions
+from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, WarehouseResource
+
+ITEM_CATALOG = get_asset_key_for_model([data_layer_dbt], "item_catalog")
+INTERACTIONS = get_asset_key_for_model([data_layer_dbt], "interactions")
+
+ITEM_PROFILES_TABLE = "enrichment.item_profiles"
+USER_PROFILES_TABLE = "enrichment.user_profiles"
+PROFILE_COLUMNS_DDL = "entity_id varchar not null, summarization varchar not null, prompt_hash varchar not null, " \
+    "model_id varchar not null"
+
+
+class ProfileGenerationConfig(dg.Config):
+    """Per-run generation settings (launchpad-editable); the LLM itself is the `llm` resource."""
+
+    max_new_profiles: int | None = Field(
+        default=32, description="Budget: at most this many new generations per run (None = no limit). "
+        "The cache keeps everything, so repeated runs extend coverage.",
+    )
+    commit_every: int = Field(default=8, description="Profiles per committed batch (what a killed run keeps).")
+    max_reviews: int = Field(default=5, description="Training reviews sampled into an item prompt.")
+    max_items: int = Field(default=10, description="Training items sampled into a user prompt.")
+    seed: int = 0
+
+
+def _publish_profiles(
+    con: duckdb.DuckDBPyConnection, table: str, dataset: str, model_id: str, prompts: dict[str, ChatPrompt]
+) -> dict[str, str]:
+    """Write the profiles matching the current prompts and model as the asset's table; return them."""
+    keys = [ProfileKey(entity, prompt.prompt_hash) for entity, prompt in prompts.items()]
+    profiles = current_profiles(con, dataset, "item" if table == ITEM_PROFILES_TABLE else "user", model_id, keys)
+    entities = sorted(profiles)
+    replace_dataset_rows(con, table, dataset, pa.table({
+        "entity_id": entities,
+        "summarization": [profiles[entity] for entity in entities],
+        "prompt_hash": [prompts[entity].prompt_hash for entity in entities],
+        "model_id": [model_id] * len(entities),
+    }), PROFILE_COLUMNS_DDL)
+    return profiles
+
+
+def _profile_metadata(
+    stats: GenerationStats, profiles: dict[str, str], prompts: dict[str, ChatPrompt], model_id: str
+) -> dict[str, object]:
+    """Counts, coverage, throughput and one sample (prompt and profile) for the UI."""
+    sample = next((entity for entity in prompts if entity in profiles), None)
+    sample_md = (
+        f"**{sample}**\n\nPrompt:\n```\n{prompts[sample].user[:1500]}\n```\n\nProfile: {profiles[sample]}"
+        if sample else "no profile yet"
+    )
+    return {
+        "dagster/row_count": len(profiles),
+        "entities": len(prompts),
+        "coverage": len(profiles) / len(prompts) if prompts else 0.0,
+        "model_id": model_id,
+        "generated_this_run": stats.generated,
+        "succeeded_this_run": stats.succeeded,
+        "failed_this_run": stats.failed,
+        "reused_from_cache": stats.cached,
+        "left_for_later_runs": stats.left_for_later,
+        "profiles_per_minute": round(stats.profiles_per_minute, 2),
+        "tokens_per_second": round(stats.tokens_per_second, 2),
+        "sample_profile": dg.MetadataValue.md(sample_md),
+    }
+
+
+@dg.asset(
+    deps=[ITEM_CATALOG, INTERACTIONS],
+    group_name="enrichment",
+    partitions_def=dataset_partitions,
+    pool=DUCKDB_POOL,
+    compute_kind="llm",
+)
+def item_profiles(
+    context: dg.AssetExecutionContext, config: ProfileGenerationConfig, warehouse: WarehouseResource, llm: LLMResource,
+    artifacts: ArtifactStoreResource,
+) -> dg.MaterializeResult:
+    """RLMRec item profiles: title, description, attributes and sampled training reviews, summarized by the LLM."""
+    dataset = context.partition_key
+    with warehouse.connect() as con:
+        inputs = load_profile_inputs(con, dataset)
+        prompts = {
+            item: build_item_prompt(inputs.items[item], inputs.train_by_item.get(item, []), config.max_reviews,
+                                    config.seed)
+            for item in inputs.items_by_popularity()
+        }
+        with llm.open_backend(artifacts.model_cache_dir()) as backend:
+            stats = generate_profiles(con, backend, dataset, "item", prompts, config.max_new_profiles,
+                                      config.commit_every)
+            model_id = backend.model_id
+        profiles = _publish_profiles(con, ITEM_PROFILES_TABLE, dataset, model_id, prompts)
+    context.log.info("item profiles for %s: %d/%d (%s)", dataset, len(profiles), len(prompts), stats)
+    return dg.MaterializeResult(metadata=_profile_metadata(stats, profiles, prompts, model_id))
+
+
+@dg.asset(
+    deps=[item_profiles],
+    group_name="enrichment",
+    partitions_def=dataset_partitions,
+    pool=DUCKDB_POOL,
+    compute_kind="llm",
+)
+def user_profiles(
+    context: dg.AssetExecutionContext, config: ProfileGenerationConfig, warehouse: WarehouseResource, llm: LLMResource,
+    artifacts: ArtifactStoreResource,
+) -> dg.MaterializeResult:
+    """RLMRec user profiles: a sample of each user's training items, with their item profiles, summarized."""
+    dataset = context.partition_key
+    with warehouse.connect() as con:
+        inputs = load_profile_inputs(con, dataset)
+        item_summaries = dict(con.execute(
+            f"select entity_id, summarization from {ITEM_PROFILES_TABLE} where dataset = $dataset",
+            {"dataset": dataset},
+        ).fetchall())
+        prompts = {
+            user: build_user_prompt(user, rows, inputs.items, item_summaries, config.max_items, config.seed)
+            for user, rows in sorted(inputs.train_by_user.items())
+        }
+        with llm.open_backend(artifacts.model_cache_dir()) as backend:
+            stats = generate_profiles(con, backend, dataset, "user", prompts, config.max_new_profiles,
+                                      config.commit_every)
+            model_id = backend.model_id
+        profiles = _publish_profiles(con, USER_PROFILES_TABLE, dataset, model_id, prompts)
+    context.log.info("user profiles for %s: %d/%d (%s)", dataset, len(profiles), len(prompts), stats)
+    metadata = _profile_metadata(stats, profiles, prompts, model_id)
+    metadata["item_profiles_available"] = len(item_summaries)
+    return dg.MaterializeResult(metadata=metadata)

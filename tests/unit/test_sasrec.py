@@ -1,0 +1,128 @@
+"""SASRec: shapes, causality, padding invariance, deterministic training, and learning a simple pattern."""
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from ml.data.sequences import SequenceData
+from ml.evaluate.ranking import evaluate_model
+from ml.models.sasrec import SASRec, SASRecConfig, left_pad
+from ml.train.sasrec_training import train_sasrec, training_pairs
+
+SMALL = SASRecConfig(hidden_dim=32, n_layers=2, n_heads=2, max_len=20, dropout=0.1, lr=3e-3, batch_size=32,
+                     eval_batch_size=64, max_epochs=4, patience=4, device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread; with two, a busy second core makes them ~50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cycle_data(n_items: int = 30, n_users: int = 200, seed: int = 0) -> SequenceData:
+    """Every user walks the cycle 1 -> 2 -> ... -> n_items -> 1 from a random start: the next item is learnable."""
+    rng = np.random.default_rng(seed)
+    train, valid, test = [], [], []
+    for _ in range(n_users):
+        start, length = rng.integers(0, n_items), rng.integers(6, 15)
+        seq = (start + np.arange(length)) % n_items + 1
+        train.append(seq[:-2].astype(np.int64))
+        valid.append(seq[-2])
+        test.append(seq[-1])
+    return SequenceData(
+        dataset="cycle", item_ids=[f"i{i:02d}" for i in range(n_items)], user_ids=[f"u{u:03d}" for u in range(n_users)],
+        train=train, valid_targets=np.array(valid, dtype=np.int64), test_targets=np.array(test, dtype=np.int64),
+    )
+
+
+def test_left_pad_keeps_the_most_recent_items_right_aligned() -> None:
+    padded = left_pad([np.array([1, 2, 3, 4, 5]), np.array([7]), np.array([], dtype=np.int64)], max_len=3)
+    assert padded.tolist() == [[3, 4, 5], [0, 0, 7], [0, 0, 0]]
+    assert left_pad([np.array([4])], max_len=50).tolist() == [[4]]
+
+
+def test_training_pairs_shift_by_one_and_skip_short_sequences() -> None:
+    inputs, targets = training_pairs([np.array([1, 2, 3]), np.array([5]), np.array([1, 2, 3, 4, 5, 6])], max_len=4)
+    assert inputs.tolist() == [[0, 0, 1, 2], [2, 3, 4, 5]]
+    assert targets.tolist() == [[0, 0, 2, 3], [3, 4, 5, 6]]
+
+
+def test_output_shapes() -> None:
+    torch.manual_seed(0)
+    model = SASRec(n_items=12, config=SMALL).eval()
+    hidden = model(torch.tensor([[0, 0, 3, 4], [1, 2, 3, 4]]))
+    assert hidden.shape == (2, 4, 32)
+    assert model.item_logits(hidden).shape == (2, 4, 12)
+    scores = model.score([np.array([3, 4]), np.array([1]), np.arange(1, 13)])
+    assert scores.shape == (3, 13) and torch.isfinite(scores).all()
+    assert not model.training
+
+
+def test_attention_is_causal() -> None:
+    torch.manual_seed(0)
+    model = SASRec(n_items=12, config=SMALL).eval()
+    sequence = torch.tensor([[0, 0, 5, 6, 7, 8]])
+    changed_last = sequence.clone()
+    changed_last[0, -1] = 2
+    with torch.no_grad():
+        before, after = model(sequence), model(changed_last)
+    torch.testing.assert_close(before[:, :-1], after[:, :-1])
+    assert not torch.allclose(before[:, -1], after[:, -1])
+    changed_first = sequence.clone()
+    changed_first[0, 2] = 2
+    with torch.no_grad():
+        assert not torch.allclose(model(changed_first)[:, -1], before[:, -1])  # later positions do see earlier ones
+
+
+def test_scores_do_not_depend_on_batch_padding() -> None:
+    torch.manual_seed(0)
+    model = SASRec(n_items=12, config=SMALL)
+    short = np.array([3, 9, 4])
+    alone = model.score([short])
+    with_longer = model.score([short, np.arange(1, 13)])
+    torch.testing.assert_close(alone[0], with_longer[0], rtol=1e-5, atol=1e-5)
+    # Histories longer than max_len count only their most recent max_len items.
+    long_history = np.r_[np.full(30, 7), np.arange(1, 13)]
+    torch.testing.assert_close(model.score([long_history]), model.score([long_history[-SMALL.max_len:]]))
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        SASRecConfig(hidden_dim=30, n_heads=4)
+    with pytest.raises(ValueError, match="dropout"):
+        SASRecConfig(dropout=1.0)
+
+
+def test_training_is_deterministic_for_a_seed() -> None:
+    data = _cycle_data(n_users=60)
+    config = SASRecConfig(**{**SMALL.__dict__, "max_epochs": 2})
+    first, second = train_sasrec(data, config), train_sasrec(data, config)
+    assert np.array_equal(first.item_embeddings(), second.item_embeddings())
+    assert [r["loss"] for r in first.history] == [r["loss"] for r in second.history]
+    other = train_sasrec(data, SASRecConfig(**{**config.__dict__, "seed": 1}))
+    assert not np.array_equal(first.item_embeddings(), other.item_embeddings())
+
+
+def test_learns_a_cycle_far_above_random_and_keeps_the_best_epoch() -> None:
+    data = _cycle_data()
+    epochs: list[int] = []
+    result = train_sasrec(data, SMALL, on_epoch=lambda epoch, record: epochs.append(epoch))
+    assert epochs == [1, 2, 3, 4] and len(result.history) == 4
+    # Random ranking of 30 items puts the target in the top 10 a third of the time.
+    assert result.best_valid["recall@10"] > 0.9
+    assert result.best_valid["ndcg@10"] == max(r["valid_ndcg@10"] for r in result.history)
+    best = result.history[result.best_epoch - 1]
+    assert best["valid_ndcg@10"] == result.best_valid["ndcg@10"]
+    # The returned model carries the best epoch's weights, in eval mode.
+    assert not result.model.training
+    again = evaluate_model(result.model.score, *data.history("valid"), batch_size=SMALL.eval_batch_size)
+    assert again.metrics["ndcg@10"] == pytest.approx(result.best_valid["ndcg@10"])
+    embeddings = result.item_embeddings()
+    assert embeddings.shape == (30, 32) and embeddings.dtype == np.float32
+    test = evaluate_model(result.model.score, *data.history("test"))
+    assert test.metrics["recall@10"] > 0.9
