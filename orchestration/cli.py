@@ -16,7 +16,7 @@ import duckdb
 from ml.data.registry import load_registry
 from orchestration.assets.summary import HEADLINE_COLUMNS
 from orchestration.definitions import defs
-from orchestration.resources import WAREHOUSE_ENV, registry_path
+from orchestration.resources import WAREHOUSE_ENV, data_dir, registry_path
 
 logger = logging.getLogger("orchestration.cli")
 
@@ -48,8 +48,9 @@ def print_results(dataset: str) -> None:
         ).fetchone()
     lines = [f"dataset {dataset}: results in the DuckDB warehouse {warehouse}",
              "  tables: raw.events, raw.items, raw.quarantine, marts.interactions, marts.user_sequences, "
-             "marts.item_catalog, marts.dataset_stats, enrichment.item_text_embeddings, enrichment.semantic_codes "
-             "(filter on dataset = '" + dataset + "')"]
+             "marts.item_catalog, marts.dataset_stats, enrichment.item_profiles, enrichment.user_profiles, "
+             "enrichment.semantic_codes, enrichment.behaviour_codes (filter on dataset = '" + dataset + "')",
+             f"  embeddings (versioned Parquet): {data_dir() / 'embeddings' / dataset}"]
     if row:
         lines += [f"  {name}: {value}" for name, value in zip(HEADLINE_COLUMNS, row, strict=True)]
     sys.stdout.write("\n".join(lines) + "\n")

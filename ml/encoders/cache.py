@@ -55,7 +55,7 @@ def ensure_embedding_table(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def encode_cached(
-    con: duckdb.DuckDBPyConnection, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 4_096
+    con: duckdb.DuckDBPyConnection, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 1_024
 ) -> CachedEncoding:
     """Embeddings of `texts` (in order): cached ones read back, the rest encoded and stored in batches."""
     ensure_embedding_table(con)
@@ -84,6 +84,8 @@ def encode_cached(
             con.execute(f"insert into {EMBEDDING_TABLE} select * from _new_vectors")
         finally:
             con.unregister("_new_vectors")
+        # Each chunk is committed as it lands, so a killed run keeps its work; log progress per chunk.
+        logger.info("embeddings %s: %d/%d new texts encoded", encoder.model_id, start + len(chunk), len(missing))
     con.register("_order", pa.table({"position": list(range(len(hashes))), "text_hash": hashes}))
     try:
         # Read back through Arrow: one flat float buffer, not millions of Python floats.

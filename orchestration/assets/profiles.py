@@ -4,7 +4,11 @@ Each asset builds every entity's prompt from training data, generates the profil
 not hold yet (at most `max_new_profiles` this run, most popular items first), and publishes the
 profiles valid for the current prompts and model as its table. Entities still without a profile
 are counted in the coverage metadata; downstream embeddings fall back to their catalog text.
+A user prompt includes the profiles of the user's sampled items, so when new item profiles land,
+the affected user prompts change and those users are regenerated (their old profiles stay cached).
 """
+
+from typing import Literal
 
 import dagster as dg
 import duckdb
@@ -45,11 +49,13 @@ class ProfileGenerationConfig(dg.Config):
 
 
 def _publish_profiles(
-    con: duckdb.DuckDBPyConnection, table: str, dataset: str, model_id: str, prompts: dict[str, ChatPrompt]
+    con: duckdb.DuckDBPyConnection, kind: Literal["item", "user"], dataset: str, model_id: str,
+    prompts: dict[str, ChatPrompt],
 ) -> dict[str, str]:
     """Write the profiles matching the current prompts and model as the asset's table; return them."""
     keys = [ProfileKey(entity, prompt.prompt_hash) for entity, prompt in prompts.items()]
-    profiles = current_profiles(con, dataset, "item" if table == ITEM_PROFILES_TABLE else "user", model_id, keys)
+    profiles = current_profiles(con, dataset, kind, model_id, keys)
+    table = ITEM_PROFILES_TABLE if kind == "item" else USER_PROFILES_TABLE
     entities = sorted(profiles)
     replace_dataset_rows(con, table, dataset, pa.table({
         "entity_id": entities,
@@ -109,7 +115,7 @@ def item_profiles(
             stats = generate_profiles(con, backend, dataset, "item", prompts, config.max_new_profiles,
                                       config.commit_every)
             model_id = backend.model_id
-        profiles = _publish_profiles(con, ITEM_PROFILES_TABLE, dataset, model_id, prompts)
+        profiles = _publish_profiles(con, "item", dataset, model_id, prompts)
     context.log.info("item profiles for %s: %d/%d (%s)", dataset, len(profiles), len(prompts), stats)
     return dg.MaterializeResult(metadata=_profile_metadata(stats, profiles, prompts, model_id))
 
@@ -141,7 +147,7 @@ def user_profiles(
             stats = generate_profiles(con, backend, dataset, "user", prompts, config.max_new_profiles,
                                       config.commit_every)
             model_id = backend.model_id
-        profiles = _publish_profiles(con, USER_PROFILES_TABLE, dataset, model_id, prompts)
+        profiles = _publish_profiles(con, "user", dataset, model_id, prompts)
     context.log.info("user profiles for %s: %d/%d (%s)", dataset, len(profiles), len(prompts), stats)
     metadata = _profile_metadata(stats, profiles, prompts, model_id)
     metadata["item_profiles_available"] = len(item_summaries)

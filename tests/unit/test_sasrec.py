@@ -126,3 +126,18 @@ def test_learns_a_cycle_far_above_random_and_keeps_the_best_epoch() -> None:
     assert embeddings.shape == (30, 32) and embeddings.dtype == np.float32
     test = evaluate_model(result.model.score, *data.history("test"))
     assert test.metrics["recall@10"] > 0.9
+
+
+def test_bucketed_batches_cover_every_row_once_with_similar_lengths() -> None:
+    from ml.train.sasrec_training import bucketed_batches
+
+    lengths = torch.randint(1, 50, (1000,), generator=torch.Generator().manual_seed(1))
+    batches = bucketed_batches(lengths, 10, torch.Generator().manual_seed(0), bucket_batches=10)
+    rows = torch.cat(batches)
+    assert sorted(rows.tolist()) == list(range(1000))
+    assert all(len(batch) == 10 for batch in batches)
+    # Sorting inside buckets makes batches much narrower than the longest sequence overall.
+    widths = torch.tensor([int(lengths[batch].max()) for batch in batches], dtype=torch.float32)
+    assert widths.mean() < 0.8 * float(lengths.max())
+    again = bucketed_batches(lengths, 10, torch.Generator().manual_seed(0), bucket_batches=10)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
