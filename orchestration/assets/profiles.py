@@ -22,9 +22,8 @@ from ml.profiles.generate import GenerationStats, generate_profiles
 from ml.profiles.inputs import load_profile_inputs
 from ml.profiles.prompts import ChatPrompt, build_item_prompt, build_user_prompt
 from orchestration.assets.dbt import data_layer_dbt
-from orchestration.llm_resource import LLMResource
 from orchestration.partitions import dataset_partitions
-from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, WarehouseResource
+from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, LLMResource, WarehouseResource
 
 ITEM_CATALOG = get_asset_key_for_model([data_layer_dbt], "item_catalog")
 INTERACTIONS = get_asset_key_for_model([data_layer_dbt], "interactions")
@@ -42,7 +41,10 @@ class ProfileGenerationConfig(dg.Config):
         default=32, description="Budget: at most this many new generations per run (None = no limit). "
         "The cache keeps everything, so repeated runs extend coverage.",
     )
-    commit_every: int = Field(default=8, description="Profiles per committed batch (what a killed run keeps).")
+    commit_every: int = Field(
+        default=16, description="Profiles per committed batch (what a killed run keeps). Each batch is one call to "
+        "the backend, so keep it at least the llm resource's batch_size or the LLM runs smaller batches.",
+    )
     max_reviews: int = Field(default=5, description="Training reviews sampled into an item prompt.")
     max_items: int = Field(default=10, description="Training items sampled into a user prompt.")
     seed: int = 0

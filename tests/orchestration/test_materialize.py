@@ -19,8 +19,7 @@ from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.profiles import item_profiles, user_profiles
 from orchestration.assets.summary import data_layer_summary
 from orchestration.checks import gx_interactions, gx_raw_events
-from orchestration.llm_resource import LLMResource
-from orchestration.resources import pipeline_resources, registry_path
+from orchestration.resources import LLMResource, pipeline_resources, registry_path
 
 DATASET = "movielens-100k"
 TABLES = ("raw.events", "raw.items", "marts.interactions", "marts.user_sequences", "marts.item_catalog",

@@ -1,0 +1,215 @@
+"""Train LEARN's PAL with the dense all-action loss and early stopping on validation NDCG@10.
+
+Every epoch, each user's training sequence (of at least two items) becomes one example: split into
+history and target, and sampled when the config says so (`ml.train.learn_loss`). Examples are batched
+by similar history + target length (`bucketed_batches`, as for SASRec), so a batch is only as wide as
+its longest part. The optimizer is AdamW (no weight decay on biases, LayerNorm weights and the
+temperature, as in BERT) under a cosine schedule with optional linear warmup, stepped per batch over
+max_epochs. Validation uses the shared full-ranking evaluator (history = training items, target =
+validation item) with items embedded one by one, as at inference; the test split is never looked at
+here. Runs are deterministic on CPU for a given seed: torch.manual_seed for weights and dropout, a
+torch generator for batch order and a numpy generator for splits and sampling.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+import torch
+
+from ml.data.sequences import SequenceData
+from ml.encoders.device import resolve_device
+from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
+from ml.models.learn import LEARN, LEARNConfig, right_pad
+from ml.train.learn_loss import LEARNExample, dense_all_action_loss, make_example
+from ml.train.sasrec_training import bucketed_batches
+
+logger = logging.getLogger(__name__)
+
+SELECTION_METRIC = "ndcg@10"
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class LEARNResult:
+    """A trained LEARN (eval mode, best validation weights) and how training went."""
+
+    model: LEARN
+    config: LEARNConfig
+    best_epoch: int
+    best_valid: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @torch.no_grad()
+    def item_embeddings(self) -> np.ndarray:
+        """(n_items, output_dim) float32 inference item embeddings, each item embedded alone; row i = index i + 1."""
+        self.model.eval()
+        return self.model.catalogue_matrix().cpu().numpy().astype(np.float32)
+
+
+@dataclass(frozen=True)
+class LEARNBatch:
+    """Padded tower inputs of a batch and the positions (with masks) of each that enter the loss."""
+
+    history: torch.Tensor  # (B, H) right-padded item indices
+    target: torch.Tensor  # (B, T)
+    history_positions: torch.Tensor  # (B, N_h) indices into history, 0 where masked out
+    history_mask: torch.Tensor  # (B, N_h) bool
+    target_positions: torch.Tensor  # (B, N_t)
+    target_mask: torch.Tensor  # (B, N_t) bool
+
+    def to(self, device: torch.device) -> LEARNBatch:
+        """The same batch on `device`."""
+        return LEARNBatch(*(getattr(self, item.name).to(device) for item in fields(self)))
+
+
+def _pad_positions(positions: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(rows) for rows in positions)
+    padded = np.zeros((len(positions), width), dtype=np.int64)
+    mask = np.zeros((len(positions), width), dtype=bool)
+    for row, values in enumerate(positions):
+        padded[row, : len(values)] = values
+        mask[row, : len(values)] = True
+    return torch.from_numpy(padded), torch.from_numpy(mask)
+
+
+def collate(examples: Sequence[LEARNExample], max_len: int) -> LEARNBatch:
+    """Right-pad the histories and targets of `examples` and their loss positions into one batch."""
+    history_positions, history_mask = _pad_positions([example.history_positions for example in examples])
+    target_positions, target_mask = _pad_positions([example.target_positions for example in examples])
+    return LEARNBatch(
+        history=right_pad([example.history for example in examples], max_len),
+        target=right_pad([example.target for example in examples], max_len),
+        history_positions=history_positions,
+        history_mask=history_mask,
+        target_positions=target_positions,
+        target_mask=target_mask,
+    )
+
+
+def batch_loss(model: LEARN, batch: LEARNBatch) -> torch.Tensor:
+    """Dense all-action loss of one batch: user states at the history positions, item states at the target ones."""
+    def gather(states: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return states.gather(1, positions.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
+
+    user_emb = gather(model.user_states(batch.history), batch.history_positions)
+    item_emb = gather(model.item_states(batch.target), batch.target_positions)
+    target_ids = batch.target.gather(1, batch.target_positions)
+    return dense_all_action_loss(user_emb, batch.history_mask, item_emb, batch.target_mask, target_ids,
+                                 model.temperature)
+
+
+def cosine_schedule(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
+    """LR multiplier per step: linear warmup to 1 over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return multiplier
+
+
+def _optimizer(model: LEARN, config: LEARNConfig) -> torch.optim.AdamW:
+    # BERT's recipe: decay matrices only; biases, LayerNorm weights (1-d) and the temperature (0-d) are exempt.
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _train_epoch(
+    model: LEARN,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    sequences: Sequence[np.ndarray],
+    config: LEARNConfig,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+) -> float:
+    """One pass over fresh examples of every sequence; returns the mean loss per batch."""
+    model.train()
+    examples = [make_example(seq, rng, config) for seq in sequences]
+    lengths = torch.tensor([len(example.history) + len(example.target) for example in examples])
+    total_loss, n_batches = 0.0, 0
+    for rows in bucketed_batches(lengths, config.batch_size, generator):
+        batch = collate([examples[row] for row in rows.tolist()], config.max_len).to(model.device)
+        loss = batch_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += float(loss.detach())
+        n_batches += 1
+    return total_loss / max(n_batches, 1)
+
+
+def train_learn(
+    data: SequenceData, content: np.ndarray, config: LEARNConfig, on_epoch: EpochCallback | None = None
+) -> LEARNResult:
+    """Train PAL over frozen `content` (n_items, content_dim; row i = data.item_ids[i]); keep the best valid epoch."""
+    content = np.asarray(content, dtype=np.float32)
+    if content.ndim != 2 or content.shape[0] != data.n_items:
+        raise ValueError(f"content must be ({data.n_items}, content_dim) aligned with data.item_ids, "
+                         f"got {content.shape}")
+    if not np.isfinite(content).all():
+        raise ValueError("content embeddings contain NaN or inf")
+    if config.content_dim is None:
+        config = replace(config, content_dim=content.shape[1])
+    device = torch.device(resolve_device(config.device))
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    sequences = [seq for seq in data.train if len(seq) >= 2]
+    if not sequences:
+        raise ValueError("no user has two or more training items: nothing to train on")
+    model = LEARN(content, config).to(device)
+    optimizer = _optimizer(model, config)
+    # The number of batches per epoch depends only on the number of sequences, not on their lengths.
+    steps_per_epoch = len(bucketed_batches(torch.zeros(len(sequences)), config.batch_size, torch.Generator()))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_schedule(steps_per_epoch * config.max_epochs, config.warmup_steps)
+    )
+    valid_histories, valid_targets = data.history("valid")
+    logger.info(
+        "LEARN on %s: %d items (content dim %d), %d training sequences, item tower %s, sampling %s, device %s",
+        data.dataset, data.n_items, content.shape[1], len(sequences), config.item_tower, config.sampling, device,
+    )
+
+    history: list[dict[str, float]] = []
+    best_score, best_epoch, best_valid = -1.0, 0, {}
+    best_state = copy.deepcopy(model.state_dict())
+    for epoch in range(1, config.max_epochs + 1):
+        started = time.perf_counter()
+        loss = _train_epoch(model, optimizer, scheduler, sequences, config, rng, generator)
+        record: dict[str, float] = {
+            "epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started,
+            "temperature": float(model.temperature.detach()), "lr": scheduler.get_last_lr()[0],
+        }
+        started = time.perf_counter()
+        with model.cached_items():
+            valid = evaluate_model(model.score, valid_histories, valid_targets, config.eval_batch_size, DEFAULT_KS)
+        record.update({f"valid_{name}": value for name, value in valid.metrics.items()})
+        record["eval_seconds"] = time.perf_counter() - started
+        if valid.metrics[SELECTION_METRIC] > best_score:
+            best_score, best_epoch, best_valid = valid.metrics[SELECTION_METRIC], epoch, valid.metrics
+            best_state = copy.deepcopy(model.state_dict())
+        history.append(record)
+        logger.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items() if k != "epoch"})
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+        if epoch - best_epoch >= config.patience:
+            logger.info("early stop after epoch %d: best %s %.4f at epoch %d", epoch, SELECTION_METRIC, best_score,
+                        best_epoch)
+            break
+
+    model.load_state_dict(best_state)
+    model.eval()
+    return LEARNResult(model=model, config=config, best_epoch=best_epoch, best_valid=best_valid, history=history)
