@@ -24,6 +24,7 @@ class TextEncoder(Protocol):
 
     model_id: str
     dim: int
+    device: str
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32 embeddings."""

@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ml.data.versioned import sha256_file
+
 logger = logging.getLogger(__name__)
 
 # The name that selects the packaged default wherever a model is configured.
@@ -45,11 +47,7 @@ def packaged_smollm2_gguf() -> Path:
 
 def file_digest(path: Path, length: int = 12) -> str:
     """Leading hex digits of the SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
+    return sha256_file(path)[:length]
 
 
 def weights_digest(model_dir: Path, length: int = 12) -> str:

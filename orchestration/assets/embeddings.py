@@ -21,13 +21,7 @@ from ml.encoders.llm import FrozenLLMEncoder
 from ml.encoders.sentence import SentenceEncoder
 from ml.llm.weights import PACKAGED_SMOLLM2, resolve_causal_lm
 from ml.profiles.inputs import load_profile_inputs
-from orchestration.assets.profiles import (
-    ITEM_CATALOG,
-    ITEM_PROFILES_TABLE,
-    USER_PROFILES_TABLE,
-    item_profiles,
-    user_profiles,
-)
+from orchestration.assets.profiles import ITEM_CATALOG, item_profiles, published_summaries, user_profiles
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, WarehouseResource
 
@@ -78,7 +72,7 @@ def _encode_and_publish(
     return PublishedEmbeddings(folder, encoding, seconds)
 
 
-def _metadata(published: PublishedEmbeddings, encoder: TextEncoder, device: str) -> dict[str, Any]:
+def _metadata(published: PublishedEmbeddings, encoder: TextEncoder) -> dict[str, Any]:
     rows = len(published.encoding.vectors)
     return {
         "dagster/row_count": rows,
@@ -86,7 +80,7 @@ def _metadata(published: PublishedEmbeddings, encoder: TextEncoder, device: str)
         "version": published.folder.name,
         "model_id": encoder.model_id,
         "dim": encoder.dim,
-        "device": device,
+        "device": encoder.device,
         "encoded": published.encoding.encoded,
         "reused_from_cache": published.encoding.reused,
         "texts_per_second": round(rows / published.seconds, 2) if published.seconds > 0 else 0.0,
@@ -104,6 +98,16 @@ def _item_texts(con: duckdb.DuckDBPyConnection, dataset: str) -> tuple[list[str]
     return [item for item, _ in rows], [text for _, text in rows]
 
 
+def _embed_item_texts(
+    dataset: str, encoder: TextEncoder, name: str, warehouse: WarehouseResource, artifacts: ArtifactStoreResource
+) -> dg.MaterializeResult:
+    """Encode every interacted item's catalog text with `encoder` and publish the set as `name`."""
+    with warehouse.connect() as con:
+        ids, texts = _item_texts(con, dataset)
+        published = _encode_and_publish(con, encoder, artifacts.embeddings_root(), dataset, name, ids, texts)
+    return dg.MaterializeResult(metadata=_metadata(published, encoder))
+
+
 @dg.asset(
     deps=[ITEM_CATALOG],
     group_name="enrichment",
@@ -116,12 +120,8 @@ def item_text_embeddings(
     artifacts: ArtifactStoreResource,
 ) -> dg.MaterializeResult:
     """all-MiniLM-L6-v2 embeddings of each interacted item's catalog text, cached by content hash."""
-    dataset = context.partition_key
     encoder = SentenceEncoder(device=config.device, batch_size=config.batch_size)
-    with warehouse.connect() as con:
-        ids, texts = _item_texts(con, dataset)
-        published = _encode_and_publish(con, encoder, artifacts.embeddings_root(), dataset, ITEM_TEXT, ids, texts)
-    return dg.MaterializeResult(metadata=_metadata(published, encoder, encoder.device))
+    return _embed_item_texts(context.partition_key, encoder, ITEM_TEXT, warehouse, artifacts)
 
 
 @dg.asset(
@@ -136,14 +136,10 @@ def item_llm_embeddings(
     artifacts: ArtifactStoreResource,
 ) -> dg.MaterializeResult:
     """LEARN CEX embeddings: a frozen causal LM's last-layer states, mean-pooled and L2-normalized, per item text."""
-    dataset = context.partition_key
     model_dir = resolve_causal_lm(config.model, artifacts.model_cache_dir())
     encoder = FrozenLLMEncoder(model_dir, device=config.device, batch_size=config.batch_size,
                                max_length=config.max_length)
-    with warehouse.connect() as con:
-        ids, texts = _item_texts(con, dataset)
-        published = _encode_and_publish(con, encoder, artifacts.embeddings_root(), dataset, ITEM_LLM, ids, texts)
-    return dg.MaterializeResult(metadata=_metadata(published, encoder, encoder.device))
+    return _embed_item_texts(context.partition_key, encoder, ITEM_LLM, warehouse, artifacts)
 
 
 def history_mean_vectors(histories: list[list[int]], item_vectors: np.ndarray) -> np.ndarray:
@@ -170,12 +166,8 @@ def profile_embeddings(
     root = artifacts.embeddings_root()
     with warehouse.connect() as con:
         item_ids, item_texts = _item_texts(con, dataset)
-        item_summaries = dict(con.execute(
-            f"select entity_id, summarization from {ITEM_PROFILES_TABLE} where dataset = $dataset", {"dataset": dataset}
-        ).fetchall())
-        user_summaries = dict(con.execute(
-            f"select entity_id, summarization from {USER_PROFILES_TABLE} where dataset = $dataset", {"dataset": dataset}
-        ).fetchall())
+        item_summaries = published_summaries(con, "item", dataset)
+        user_summaries = published_summaries(con, "user", dataset)
         inputs = load_profile_inputs(con, dataset)
         item_sources = ["profile" if item in item_summaries else "catalog_text" for item in item_ids]
         items = _encode_and_publish(

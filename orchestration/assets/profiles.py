@@ -8,6 +8,7 @@ A user prompt includes the profiles of the user's sampled items, so when new ite
 the affected user prompts change and those users are regenerated (their old profiles stay cached).
 """
 
+import logging
 from typing import Literal
 
 import dagster as dg
@@ -68,6 +69,27 @@ def _publish_profiles(
     return profiles
 
 
+def published_summaries(con: duckdb.DuckDBPyConnection, kind: Literal["item", "user"], dataset: str) -> dict[str, str]:
+    """Entity id -> profile summary, as the item_profiles or user_profiles asset last published them."""
+    table = ITEM_PROFILES_TABLE if kind == "item" else USER_PROFILES_TABLE
+    return dict(con.execute(
+        f"select entity_id, summarization from {table} where dataset = $dataset", {"dataset": dataset}
+    ).fetchall())
+
+
+def _generate_and_publish(
+    con: duckdb.DuckDBPyConnection, kind: Literal["item", "user"], dataset: str, prompts: dict[str, ChatPrompt],
+    config: ProfileGenerationConfig, llm: LLMResource, artifacts: ArtifactStoreResource, log: logging.Logger,
+) -> dict[str, object]:
+    """Generate what the cache lacks within the budget, publish the current profiles, return the asset metadata."""
+    with llm.open_backend(artifacts.model_cache_dir()) as backend:
+        stats = generate_profiles(con, backend, dataset, kind, prompts, config.max_new_profiles, config.commit_every)
+        model_id = backend.model_id
+    profiles = _publish_profiles(con, kind, dataset, model_id, prompts)
+    log.info("%s profiles for %s: %d/%d (%s)", kind, dataset, len(profiles), len(prompts), stats)
+    return _profile_metadata(stats, profiles, prompts, model_id)
+
+
 def _profile_metadata(
     stats: GenerationStats, profiles: dict[str, str], prompts: dict[str, ChatPrompt], model_id: str
 ) -> dict[str, object]:
@@ -113,13 +135,8 @@ def item_profiles(
                                     config.seed)
             for item in inputs.items_by_popularity()
         }
-        with llm.open_backend(artifacts.model_cache_dir()) as backend:
-            stats = generate_profiles(con, backend, dataset, "item", prompts, config.max_new_profiles,
-                                      config.commit_every)
-            model_id = backend.model_id
-        profiles = _publish_profiles(con, "item", dataset, model_id, prompts)
-    context.log.info("item profiles for %s: %d/%d (%s)", dataset, len(profiles), len(prompts), stats)
-    return dg.MaterializeResult(metadata=_profile_metadata(stats, profiles, prompts, model_id))
+        metadata = _generate_and_publish(con, "item", dataset, prompts, config, llm, artifacts, context.log)
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(
@@ -137,20 +154,11 @@ def user_profiles(
     dataset = context.partition_key
     with warehouse.connect() as con:
         inputs = load_profile_inputs(con, dataset)
-        item_summaries = dict(con.execute(
-            f"select entity_id, summarization from {ITEM_PROFILES_TABLE} where dataset = $dataset",
-            {"dataset": dataset},
-        ).fetchall())
+        item_summaries = published_summaries(con, "item", dataset)
         prompts = {
             user: build_user_prompt(user, rows, inputs.items, item_summaries, config.max_items, config.seed)
             for user, rows in sorted(inputs.train_by_user.items())
         }
-        with llm.open_backend(artifacts.model_cache_dir()) as backend:
-            stats = generate_profiles(con, backend, dataset, "user", prompts, config.max_new_profiles,
-                                      config.commit_every)
-            model_id = backend.model_id
-        profiles = _publish_profiles(con, "user", dataset, model_id, prompts)
-    context.log.info("user profiles for %s: %d/%d (%s)", dataset, len(profiles), len(prompts), stats)
-    metadata = _profile_metadata(stats, profiles, prompts, model_id)
+        metadata = _generate_and_publish(con, "user", dataset, prompts, config, llm, artifacts, context.log)
     metadata["item_profiles_available"] = len(item_summaries)
     return dg.MaterializeResult(metadata=metadata)

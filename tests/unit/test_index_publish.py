@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -24,14 +23,7 @@ from ml.index.publish import (
 )
 from ml.index.recommend import load_current
 
-
-@pytest.fixture(autouse=True)
-def one_faiss_thread() -> Iterator[None]:
-    """One OpenMP thread: faster than oversubscribed threads on a shared CI box, and reproducible."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def clustered(rows: int, dim: int, seed: int, clusters: int = 20) -> np.ndarray:

@@ -1,6 +1,5 @@
 """LEARN: shapes, normalization, causality, item tower variants, one-by-one inference, determinism and learning."""
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -18,13 +17,7 @@ SMALL = LEARNConfig(hidden_dim=32, n_layers=2, n_heads=2, output_dim=16, max_len
                     batch_size=16, eval_batch_size=64, max_epochs=6, patience=6, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread; with two, a busy second core makes them ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _content(n_items: int = N_ITEMS, dim: int = CONTENT_DIM, seed: int = 1) -> np.ndarray:

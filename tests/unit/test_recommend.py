@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 
@@ -17,13 +15,7 @@ from ml.index.recommend import LoadedIndex, load_current, mean_history_vector, r
 ITEMS, USERS, DIM = 300, 40, 16
 
 
-@pytest.fixture(autouse=True)
-def one_faiss_thread() -> Iterator[None]:
-    """One OpenMP thread: faster than oversubscribed threads on a shared CI box, and reproducible."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def _unit(rows: int, seed: int) -> np.ndarray:

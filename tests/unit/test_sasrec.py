@@ -1,6 +1,5 @@
 """SASRec: shapes, causality, padding invariance, deterministic training, and learning a simple pattern."""
 
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -15,13 +14,7 @@ SMALL = SASRecConfig(hidden_dim=32, n_layers=2, n_heads=2, max_len=20, dropout=0
                      eval_batch_size=64, max_epochs=4, patience=4, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread; with two, a busy second core makes them ~50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cycle_data(n_items: int = 30, n_users: int = 200, seed: int = 0) -> SequenceData:
