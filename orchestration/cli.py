@@ -1,11 +1,14 @@
-"""Command line for the main job: run the full graph for a dataset, or backfill every dataset.
+"""Command line: run the full graph for a dataset, backfill every dataset, query or roll back the index.
 
 `python -m orchestration.cli run [--dataset NAME]` materializes every asset for one dataset
 partition in this process (recorded in the Dagster instance at $DAGSTER_HOME, so the runs show in
-the UI) and prints where the results are. `backfill` does the same for each registered dataset.
+the UI) and prints the results table and where the results are. `backfill` does the same for each
+registered dataset. `recommend` loads the dataset's current index and prints the top-k items (with
+titles) for a user id or an item history; `rollback` points the index's CURRENT at an earlier version.
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -14,9 +17,14 @@ import dagster as dg
 import duckdb
 
 from ml.data.registry import load_registry
+from ml.data.versioned import NoCurrentVersion
+from ml.index.publish import index_folder, rollback
+from ml.index.recommend import load_current, recommend
+from ml.models.checkpoints import history_encoder, load_checkpoint
+from orchestration.assets.evaluation import RESULTS_FILE
 from orchestration.assets.summary import HEADLINE_COLUMNS
 from orchestration.definitions import defs
-from orchestration.resources import WAREHOUSE_ENV, data_dir, registry_path
+from orchestration.resources import WAREHOUSE_ENV, data_dir, mlflow_dir, registry_path
 
 logger = logging.getLogger("orchestration.cli")
 
@@ -39,7 +47,7 @@ def run_partition(job_name: str, dataset: str, instance: dg.DagsterInstance) -> 
 
 
 def print_results(dataset: str) -> None:
-    """Print where a dataset's results are and its headline statistics."""
+    """Print a dataset's results table, where its results are and its headline statistics."""
     warehouse = os.environ[WAREHOUSE_ENV]
     with duckdb.connect(warehouse, read_only=True) as con:
         row = con.execute(
@@ -49,10 +57,49 @@ def print_results(dataset: str) -> None:
     lines = [f"dataset {dataset}: results in the DuckDB warehouse {warehouse}",
              "  tables: raw.events, raw.items, raw.quarantine, marts.interactions, marts.user_sequences, "
              "marts.item_catalog, marts.dataset_stats, enrichment.item_profiles, enrichment.user_profiles, "
-             "enrichment.semantic_codes, enrichment.behaviour_codes (filter on dataset = '" + dataset + "')",
-             f"  embeddings (versioned Parquet): {data_dir() / 'embeddings' / dataset}"]
+             "enrichment.semantic_codes, enrichment.behaviour_codes, evaluation.model_metrics "
+             "(filter on dataset = '" + dataset + "')",
+             f"  embeddings (versioned Parquet): {data_dir() / 'embeddings' / dataset}",
+             f"  checkpoints: {data_dir() / 'checkpoints' / dataset}",
+             f"  MLflow: mlflow ui --backend-store-uri sqlite:///{mlflow_dir() / 'mlflow.db'}"]
     if row:
         lines += [f"  {name}: {value}" for name, value in zip(HEADLINE_COLUMNS, row, strict=True)]
+    results = data_dir() / "results" / dataset / RESULTS_FILE
+    if results.is_file():
+        evaluation = json.loads(results.read_text())
+        lines += ["", f"results ({results}; test metrics, model selected on validation "
+                      f"{evaluation['selection']['metric']}: {evaluation['selection']['model']}):",
+                  evaluation["table_markdown"]]
+    try:
+        store = index_folder(data_dir() / "indexes", dataset)
+        lines.append(f"published index: {store.path(store.current())}")
+    except NoCurrentVersion:
+        lines.append("published index: none")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _titles(dataset: str) -> dict[str, str]:
+    with duckdb.connect(os.environ[WAREHOUSE_ENV], read_only=True) as con:
+        rows = con.execute("select item_id, coalesce(title, item_text) from marts.item_catalog where dataset = ?",
+                           [dataset]).fetchall()
+    return {str(item): str(title) for item, title in rows}
+
+
+def print_recommendations(dataset: str, user_id: str | None, history: list[str], k: int) -> None:
+    """Load the dataset's current index (and its model's user tower for histories) and print the top k."""
+    loaded = load_current(data_dir() / "indexes", dataset)
+    model_run = loaded.manifest["model_run"]
+    encoder = None
+    if user_id is None:
+        checkpoint = load_checkpoint(data_dir() / "checkpoints", dataset, model_run["model"],
+                                     model_run["checkpoint_version"])
+        encoder = history_encoder(checkpoint)
+    picked = recommend(loaded, user_id=user_id, history=history, k=k, titles=_titles(dataset),
+                       history_encoder=encoder)
+    query = f"user {user_id}" if user_id is not None else f"history {history}"
+    lines = [f"top {k} for {query} from index {loaded.version} ({model_run['model']}):"]
+    lines += [f"{rank:3d}. {item.item_id}  {item.score:.4f}  {item.title or ''}" for rank, item in
+              enumerate(picked, start=1)]
     sys.stdout.write("\n".join(lines) + "\n")
 
 
@@ -67,8 +114,24 @@ def main(argv: list[str] | None = None) -> int:
     backfill = commands.add_parser("backfill", help="materialize the whole graph for several datasets")
     backfill.add_argument("--datasets", nargs="*", default=registry.names, choices=registry.names)
     backfill.add_argument("--job", default="full_pipeline_job", choices=JOB_NAMES)
+    rec = commands.add_parser("recommend", help="top-k items from the current index for a user or a history")
+    rec.add_argument("--dataset", default=registry.default_dataset, choices=registry.names)
+    who = rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="a user id of the dataset")
+    who.add_argument("--history", nargs="+", help="item ids, oldest first")
+    rec.add_argument("-k", type=int, default=10)
+    back = commands.add_parser("rollback", help="point the dataset's index CURRENT at an earlier version")
+    back.add_argument("--dataset", default=registry.default_dataset, choices=registry.names)
+    back.add_argument("--to", default=None, help="version to restore (default: the one before CURRENT)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "recommend":
+        print_recommendations(args.dataset, args.user, args.history or [], args.k)
+        return 0
+    if args.command == "rollback":
+        version = rollback(data_dir() / "indexes", args.dataset, args.to)
+        sys.stdout.write(f"index of {args.dataset} now at {version}\n")
+        return 0
 
     datasets = [args.dataset] if args.command == "run" else args.datasets
     instance = _instance()

@@ -16,6 +16,7 @@ from typing import Literal
 import dagster as dg
 import duckdb
 from dagster_dbt import DbtCliResource, DbtProject
+from ml.tracking.mlflow_store import TrackingStore
 from pydantic import Field
 
 from ml.data.registry import DatasetRegistry, load_registry
@@ -31,6 +32,7 @@ DATA_DIR_ENV = "LLMREC_DATA_DIR"
 WAREHOUSE_ENV = "LLMREC_DUCKDB_PATH"
 REGISTRY_ENV = "LLMREC_REGISTRY"
 MODEL_CACHE_ENV = "LLMREC_MODEL_CACHE"
+MLFLOW_DIR_ENV = "LLMREC_MLFLOW_DIR"
 
 # The pool every step that opens the warehouse runs in (limit 1 in dagster_home/dagster.yaml).
 DUCKDB_POOL = "duckdb"
@@ -49,6 +51,11 @@ def registry_path() -> Path:
 def model_cache_dir() -> Path:
     """Where local LLMs converted from GGUF are cached (shared by every dataset and run)."""
     return Path(os.environ.get(MODEL_CACHE_ENV, data_dir() / "models"))
+
+
+def mlflow_dir() -> Path:
+    """The MLflow tracking store: mlflow.db (runs, metrics, model registry) and artifacts/ beside it."""
+    return Path(os.environ.get(MLFLOW_DIR_ENV, data_dir() / "mlflow"))
 
 
 # dbt's profile reads this variable in its own process; giving it its default here makes the
@@ -108,6 +115,28 @@ class ArtifactStoreResource(dg.ConfigurableResource):
     def embeddings_root(self) -> Path:
         """Versioned Parquet embeddings: <root>/embeddings/<dataset>/<name>/<version>/."""
         return Path(self.root) / "embeddings"
+
+    def checkpoints_root(self) -> Path:
+        """Trained models: <root>/checkpoints/<dataset>/<model>/<version>/ (see ml/models/checkpoints.py)."""
+        return Path(self.root) / "checkpoints"
+
+    def results_root(self) -> Path:
+        """Evaluation results: <root>/results/<dataset>/results.json and the recall curve plot."""
+        return Path(self.root) / "results"
+
+    def indexes_root(self) -> Path:
+        """Published faiss indexes: <root>/indexes/<dataset>/<version>/ and a CURRENT pointer."""
+        return Path(self.root) / "indexes"
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """The local MLflow tracking store (sqlite + artifact folder) every training and evaluation step logs to."""
+
+    root: str
+
+    def store(self) -> TrackingStore:
+        """The store at `root` (created on first use)."""
+        return TrackingStore(Path(self.root))
 
 
 class LLMResource(dg.ConfigurableResource):
@@ -176,6 +205,7 @@ def pipeline_resources(
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
         "artifacts": ArtifactStoreResource(root=str(artifacts_root or data_dir()), model_cache=str(model_cache_dir())),
         "llm": LLMResource(),
+        "mlflow": MlflowResource(root=str(artifacts_root / "mlflow" if artifacts_root else mlflow_dir())),
     }
 
 

@@ -71,6 +71,9 @@ class LEARNConfig:
     item_tower: ItemTower = "shared"
     temperature: float = 0.05  # initial value when learn_temperature
     learn_temperature: bool = True
+    # Subtract log q(item) from the logits (q = the item's share of training targets): a practitioner's
+    # correction for popularity-drawn in-batch negatives that the paper does not mention; see the loss.
+    logq_correction: bool = False
     n_history_samples: int = 10  # N_h: user positions per user in the loss (only when sampling)
     n_target_samples: int = 10  # N_t: target items per user in the loss (only when sampling)
     # Two-stage sampling. Off by default: the paper samples on its long industrial sequences only,
@@ -154,6 +157,9 @@ class LEARN(nn.Module):
         self.register_buffer("content", torch.cat([content.new_zeros(1, self.content_dim), content]), persistent=False)
         self.adapter = nn.Linear(self.content_dim, config.hidden_dim)
         self.position_embedding = nn.Embedding(config.max_len, config.hidden_dim)
+        # BERT's embedding LayerNorm: the adapted content (unit-norm inputs, so about 0.05 per dimension after
+        # the adapter) would otherwise be drowned in the residual stream by the first random sublayers.
+        self.input_norm = nn.LayerNorm(config.hidden_dim)
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(
             nn.TransformerEncoderLayer(
@@ -204,7 +210,7 @@ class LEARN(nn.Module):
         if length > self.max_len:
             raise ValueError(f"sequences of length {length} exceed max_len {self.max_len}")
         positions = torch.arange(length, device=content.device)
-        hidden = self.adapter(content) + self.position_embedding(positions).unsqueeze(0)
+        hidden = self.input_norm(self.adapter(content) + self.position_embedding(positions).unsqueeze(0))
         hidden = self.dropout(hidden).masked_fill(padding.unsqueeze(-1), 0.0)
         mask = self.attention_mask(padding, attention)
         for layer in self.layers:

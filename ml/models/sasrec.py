@@ -134,13 +134,20 @@ class SASRec(nn.Module):
         """Scores of real items 1..n (column j = item j + 1) for hidden states (..., hidden_dim)."""
         return hidden @ self.item_embedding.weight[1:].T
 
+    def user_embedding(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """(batch, hidden_dim) state after the last item of each history: the query of the item dot product."""
+        return self(left_pad(histories, self.max_len).to(self.device))[:, -1]
+
+    def catalogue_matrix(self) -> torch.Tensor:
+        """(n_items, hidden_dim) item embeddings; row j is item index j + 1 (the padding row is dropped)."""
+        return self.item_embedding.weight[1:]
+
     @torch.no_grad()
     def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         """(batch, n_items + 1) scores of the next item after each history (column 0 = padding), in eval mode."""
         was_training = self.training
         self.eval()
         try:
-            hidden = self(left_pad(histories, self.max_len).to(self.device))[:, -1]
-            return hidden @ self.item_embedding.weight.T
+            return self.user_embedding(histories) @ self.item_embedding.weight.T
         finally:
             self.train(was_training)

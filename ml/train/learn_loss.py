@@ -103,6 +103,7 @@ def dense_all_action_loss(
     item_mask: torch.Tensor,
     target_item_ids: torch.Tensor,
     temperature: torch.Tensor | float,
+    target_log_q: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean over all (user position, target item) pairs of a user of an in-batch softmax cross-entropy.
 
@@ -119,6 +120,12 @@ def dense_all_action_loss(
     own item (those items are positives of user b, and pushing u_bh away from them would contradict
     the pairs that pull it towards them). The result is the plain mean of loss(b, h, t) over all pairs
     of the batch; a pair with no negative left has loss 0.
+
+    `target_log_q` (B, N_t), when given, is log q(item) of each target item, q being how often the item
+    appears as a target, i.e. as an in-batch negative. It is subtracted from every logit, positives and
+    negatives alike (the sampled-softmax "logQ" correction of Yi et al., 2019): in-batch negatives are
+    drawn by popularity, so without it a popular item is pushed away from users in proportion to how
+    often it shows up, and the learned scores turn against popular items, which full ranking punishes.
     """
     if user_emb.ndim != 3 or item_emb.ndim != 3 or user_emb.shape[0] != item_emb.shape[0]:
         raise ValueError(f"need (B, N_h, d) and (B, N_t, d), got {tuple(user_emb.shape)} and {tuple(item_emb.shape)}")
@@ -133,6 +140,11 @@ def dense_all_action_loss(
 
     positives = torch.einsum("bhd,btd->bht", user_emb, item_emb) / temperature
     logits = torch.einsum("bhd,ckd->bhck", user_emb, item_emb) / temperature  # (B, N_h, B, N_t)
+    if target_log_q is not None:
+        if target_log_q.shape != item_mask.shape:
+            raise ValueError("target_log_q must be (B, N_t)")
+        positives = positives - target_log_q.unsqueeze(1)
+        logits = logits - target_log_q[None, None]
 
     # keep[b, c, k]: item (c, k) is a negative of user b.
     ids = target_item_ids.masked_fill(~item_mask, -1)

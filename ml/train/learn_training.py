@@ -94,16 +94,27 @@ def collate(examples: Sequence[LEARNExample], max_len: int) -> LEARNBatch:
     )
 
 
-def batch_loss(model: LEARN, batch: LEARNBatch) -> torch.Tensor:
-    """Dense all-action loss of one batch: user states at the history positions, item states at the target ones."""
+def item_log_frequency(sequences: Sequence[np.ndarray], n_items: int) -> torch.Tensor:
+    """(n_items + 1,) log of each item's share of all training interactions (add-one smoothed; index 0 unused)."""
+    counts = np.bincount(np.concatenate(list(sequences)), minlength=n_items + 1).astype(np.float64) + 1.0
+    counts[0] = 1.0
+    return torch.from_numpy(np.log(counts / counts[1:].sum())).float()
+
+
+def batch_loss(model: LEARN, batch: LEARNBatch, log_q: torch.Tensor | None = None) -> torch.Tensor:
+    """Dense all-action loss of one batch: user states at the history positions, item states at the target ones.
+
+    `log_q` (n_items + 1,) turns on the logQ correction (`item_log_frequency`).
+    """
     def gather(states: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return states.gather(1, positions.unsqueeze(-1).expand(-1, -1, states.shape[-1]))
 
     user_emb = gather(model.user_states(batch.history), batch.history_positions)
     item_emb = gather(model.item_states(batch.target), batch.target_positions)
     target_ids = batch.target.gather(1, batch.target_positions)
+    target_log_q = None if log_q is None else log_q[target_ids]
     return dense_all_action_loss(user_emb, batch.history_mask, item_emb, batch.target_mask, target_ids,
-                                 model.temperature)
+                                 model.temperature, target_log_q)
 
 
 def cosine_schedule(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
@@ -133,6 +144,7 @@ def _train_epoch(
     config: LEARNConfig,
     rng: np.random.Generator,
     generator: torch.Generator,
+    log_q: torch.Tensor | None,
 ) -> float:
     """One pass over fresh examples of every sequence; returns the mean loss per batch."""
     model.train()
@@ -141,7 +153,7 @@ def _train_epoch(
     total_loss, n_batches = 0.0, 0
     for rows in bucketed_batches(lengths, config.batch_size, generator):
         batch = collate([examples[row] for row in rows.tolist()], config.max_len).to(model.device)
-        loss = batch_loss(model, batch)
+        loss = batch_loss(model, batch, log_q)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -171,6 +183,7 @@ def train_learn(
     if not sequences:
         raise ValueError("no user has two or more training items: nothing to train on")
     model = LEARN(content, config).to(device)
+    log_q = item_log_frequency(sequences, data.n_items).to(device) if config.logq_correction else None
     optimizer = _optimizer(model, config)
     # The number of batches per epoch depends only on the number of sequences, not on their lengths.
     steps_per_epoch = len(bucketed_batches(torch.zeros(len(sequences)), config.batch_size, torch.Generator()))
@@ -188,7 +201,7 @@ def train_learn(
     best_state = copy.deepcopy(model.state_dict())
     for epoch in range(1, config.max_epochs + 1):
         started = time.perf_counter()
-        loss = _train_epoch(model, optimizer, scheduler, sequences, config, rng, generator)
+        loss = _train_epoch(model, optimizer, scheduler, sequences, config, rng, generator, log_q)
         record: dict[str, float] = {
             "epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started,
             "temperature": float(model.temperature.detach()), "lr": scheduler.get_last_lr()[0],

@@ -19,9 +19,12 @@ def test_assets_are_in_their_groups_with_lineage() -> None:
     enrichment = {dg.AssetKey(name) for name in (
         "item_profiles", "user_profiles", "item_text_embeddings", "profile_embeddings", "item_llm_embeddings",
         "behaviour_embeddings", "semantic_codes", "behaviour_codes")}
+    later_groups = {"popularity_model": "training", "sasrec_model": "training", "learn_model": "training",
+                    "model_evaluation": "evaluation", "published_index": "publishing"}
     assert enrichment <= graph.get_all_asset_keys()
     for key in graph.get_all_asset_keys():
-        assert graph.get(key).group_name == ("enrichment" if key in enrichment else "data"), key
+        expected = later_groups.get(key.to_user_string(), "enrichment" if key in enrichment else "data")
+        assert graph.get(key).group_name == expected, key
     parents = {key.to_user_string(): {parent.to_user_string() for parent in graph.get(key).parent_keys}
                for key in enrichment}
     assert parents == {
@@ -30,9 +33,18 @@ def test_assets_are_in_their_groups_with_lineage() -> None:
         "item_text_embeddings": {"marts/item_catalog"},
         "profile_embeddings": {"item_profiles", "user_profiles"},
         "item_llm_embeddings": {"marts/item_catalog"},
-        "behaviour_embeddings": {"marts/user_sequences"},
+        "behaviour_embeddings": {"sasrec_model"},
         "semantic_codes": {"item_text_embeddings"},
         "behaviour_codes": {"behaviour_embeddings"},
+    }
+    later = {name: {parent.to_user_string() for parent in graph.get(dg.AssetKey(name)).parent_keys}
+             for name in later_groups}
+    assert later == {
+        "popularity_model": {"marts/user_sequences"},
+        "sasrec_model": {"marts/user_sequences"},
+        "learn_model": {"marts/user_sequences", "item_text_embeddings", "item_llm_embeddings"},
+        "model_evaluation": {"popularity_model", "sasrec_model", "learn_model"},
+        "published_index": {"model_evaluation"},
     }
     # Lineage: raw events -> staging -> ... -> stats -> summary.
     assert dg.AssetKey(["raw", "events"]) in graph.get(dg.AssetKey(["staging", "stg_events"])).parent_keys
@@ -61,7 +73,7 @@ def test_dbt_tests_and_gx_suites_are_asset_checks_and_gx_blocks() -> None:
     assert any(name.startswith("unique_") for name in names) and any(name.startswith("not_null_") for name in names)
     blocking = {spec.name for check_def in defs.asset_checks or [] for spec in check_def.check_specs
                 if spec.blocking}
-    assert blocking == {"gx_raw_events", "gx_interactions"}
+    assert blocking == {"gx_raw_events", "gx_interactions", "best_model_beats_popularity"}
 
 
 def test_jobs_schedule_and_sensor_are_registered() -> None:

@@ -1,7 +1,8 @@
 """Materialize the whole graph for movielens-100k on a temporary DuckDB, twice, with the real packaged models.
 
-The LLM budget is small (a few profiles of at most 48 tokens) and the behaviour model tiny, so the
-test stays within a few minutes on 2 CPU cores; everything else runs at full scale.
+The LLM budget is small (a few profiles of at most 48 tokens) and the trained models tiny (one layer,
+two epochs), so the test stays within a few minutes on 2 CPU cores; everything else runs at full
+scale: a real MLflow store, real checkpoints, a real faiss index, queried at the end.
 """
 
 from pathlib import Path
@@ -11,24 +12,33 @@ import duckdb
 import numpy as np
 
 from ml.data.embedding_store import embeddings_folder, read_embeddings
+from ml.index.publish import list_versions
+from ml.index.recommend import load_current, recommend
+from ml.models.checkpoints import history_encoder, load_checkpoint
+from ml.tracking.mlflow_store import TrackingStore, find_runs
 from orchestration.assets.behaviour import behaviour_embeddings
 from orchestration.assets.codes import behaviour_codes, semantic_codes
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.embeddings import item_llm_embeddings, item_text_embeddings, profile_embeddings
+from orchestration.assets.evaluation import best_model_beats_popularity, model_evaluation
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.profiles import item_profiles, user_profiles
+from orchestration.assets.publishing import published_index
 from orchestration.assets.summary import data_layer_summary
+from orchestration.assets.training import TRAINING_EXPERIMENT, learn_model, popularity_model, sasrec_model
 from orchestration.checks import gx_interactions, gx_raw_events
 from orchestration.resources import LLMResource, pipeline_resources, registry_path
 
 DATASET = "movielens-100k"
 TABLES = ("raw.events", "raw.items", "marts.interactions", "marts.user_sequences", "marts.item_catalog",
           "marts.dataset_stats", "enrichment.item_profiles", "enrichment.user_profiles",
-          "enrichment.semantic_codes", "enrichment.behaviour_codes")
+          "enrichment.semantic_codes", "enrichment.behaviour_codes", "evaluation.model_metrics")
 EMBEDDINGS = ("item_text", "item_llm", "item_profile", "user_profile", "item_behaviour")
 ASSETS = [ingest_raw_logs, data_layer_dbt, data_layer_summary, gx_raw_events, gx_interactions, item_profiles,
           user_profiles, item_text_embeddings, profile_embeddings, item_llm_embeddings, behaviour_embeddings,
-          semantic_codes, behaviour_codes]
+          semantic_codes, behaviour_codes, popularity_model, sasrec_model, learn_model, model_evaluation,
+          best_model_beats_popularity, published_index]
+TINY = {"n_layers": 1, "n_heads": 1, "max_len": 20, "max_epochs": 2, "patience": 2}
 
 
 def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInProcessResult:
@@ -40,8 +50,10 @@ def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInP
         run_config={"ops": {
             "item_profiles": profiles, "user_profiles": profiles,
             "item_llm_embeddings": {"config": {"max_length": 16, "batch_size": 16}},
-            "behaviour_embeddings": {"config": {"hidden_dim": 16, "n_layers": 1, "n_heads": 1, "max_len": 20,
-                                                "max_epochs": 2, "batch_size": 512}},
+            # Enough epochs for SASRec to beat popularity on validation, so the blocking check lets it publish.
+            "sasrec_model": {"config": {**TINY, "hidden_dim": 32, "batch_size": 128, "max_epochs": 20,
+                                        "patience": 20}},
+            "learn_model": {"config": {**TINY, "hidden_dim": 16, "output_dim": 16, "batch_size": 128}},
         }},
     )
 
@@ -51,7 +63,9 @@ def _snapshot(warehouse: Path, artifacts: Path) -> dict[str, object]:
         tables = {table: con.execute(f"select * exclude (dataset) from {table} order by all").fetchall()
                   for table in TABLES}
     versions = {name: embeddings_folder(artifacts / "embeddings", DATASET, name).current() for name in EMBEDDINGS}
-    return {**tables, "embedding_versions": versions}
+    checkpoints = {name: load_checkpoint(artifacts / "checkpoints", DATASET, name).version
+                   for name in ("popularity", "sasrec", "learn")}
+    return {**tables, "embedding_versions": versions, "checkpoints": checkpoints}
 
 
 def _metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
@@ -66,7 +80,8 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
 
     checks = first.get_asset_check_evaluations()
     assert checks and all(evaluation.passed for evaluation in checks)
-    assert {evaluation.check_name for evaluation in checks} >= {"gx_raw_events", "gx_interactions"}
+    assert {evaluation.check_name for evaluation in checks} >= {"gx_raw_events", "gx_interactions",
+                                                                "best_model_beats_popularity"}
     assert len(checks) > 20, "dbt tests should report as asset checks"
 
     summary = _metadata(first, "data_layer_summary")
@@ -100,14 +115,53 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     profile_meta = _metadata(first, "profile_embeddings")
     assert profile_meta["items_on_catalog_text_fallback"] == 1349 - items["dagster/row_count"]
     behaviour = read_embeddings(artifacts / "embeddings", DATASET, "item_behaviour")
-    assert behaviour.vectors.shape == (1349, 16) and behaviour.ids == text.ids
-    assert _metadata(first, "behaviour_embeddings")["epochs_run"] == 2
+    assert behaviour.vectors.shape == (1349, 32) and behaviour.ids == text.ids
+    assert _metadata(first, "behaviour_embeddings")["checkpoint_version"] == before["checkpoints"]["sasrec"]
 
     # Codes: every item a unique path, for both code tables.
     for asset in ("semantic_codes", "behaviour_codes"):
         codes = _metadata(first, asset)
         assert codes["dagster/row_count"] == 1349 and codes["items_sharing_a_code"] == 0 and codes["depth"] >= 2
         assert len({tuple(path) for _, path in before[f"enrichment.{asset}"]}) == 1349
+
+    # Training: each model checkpointed and tracked in MLflow (params, per-epoch metrics, test metrics added
+    # by the evaluation, the Dagster run id), the best on validation registered.
+    store = TrackingStore(artifacts / "mlflow")
+    runs = {run.data.tags["model"]: run for run in find_runs(store, TRAINING_EXPERIMENT)}
+    assert set(runs) == {"popularity", "sasrec", "learn"}
+    for name, run in runs.items():
+        assert run.info.status == "FINISHED" and run.data.tags["dagster_run_id"] == first.run_id
+        assert {"best_valid_ndcg_at_10", "test_recall_at_10", "test_cold_items_users"} <= set(run.data.metrics), name
+    learn_run = runs["learn"]
+    assert learn_run.data.params["item_tower"] == "shared" and learn_run.data.params["content"] == "item_text"
+    history = store.client().get_metric_history(learn_run.info.run_id, "valid_ndcg_at_10")
+    assert [metric.step for metric in history] == [1, 2]
+    assert (artifacts / "mlflow" / "artifacts").is_dir() and not Path("mlruns").exists()
+
+    # Evaluation: every model in the table, JSON and warehouse; the selected model beats popularity.
+    evaluation = _metadata(first, "model_evaluation")
+    selected = evaluation["selected_model"]
+    assert selected in {"sasrec", "learn"}
+    assert "| popularity |" in evaluation["results_table"] and "| learn |" in evaluation["results_table"]
+    assert evaluation["recall_curves"].startswith("![test recall@k per model](data:image/png;base64,")
+    metric_rows = before["evaluation.model_metrics"]
+    assert {(model, split) for model, split, *_ in metric_rows} == {
+        (model, split) for model in ("popularity", "sasrec", "learn") for split in ("valid", "test")}
+    versions = store.client().search_model_versions(f"name = 'llmrec-{DATASET}'")
+    assert len(versions) == 1 and versions[0].tags["model"] == selected
+    assert float(versions[0].tags["valid_ndcg_at_10"]) > 0
+
+    # Publishing: the current index answers for a user id and, through the model's user tower, a history.
+    index = _metadata(first, "published_index")
+    assert index["model"] == selected and index["dagster/row_count"] == 1349
+    assert index["verification_recall@10"] == 1.0
+    loaded = load_current(artifacts / "indexes", DATASET)
+    assert loaded.version == index["version"] and loaded.manifest["model_run"]["model"] == selected
+    user = next(iter(loaded.user_rows or {}))
+    assert len(recommend(loaded, user_id=user, k=10)) == 10
+    checkpoint = load_checkpoint(artifacts / "checkpoints", DATASET, selected)
+    by_history = recommend(loaded, history=checkpoint.item_ids[:3], k=5, history_encoder=history_encoder(checkpoint))
+    assert len(by_history) == 5 and not {item.item_id for item in by_history} & set(checkpoint.item_ids[:3])
 
     # A rerun (no new LLM budget) recomputes nothing it has cached and leaves every output identical.
     second = _materialize(warehouse_path, artifacts, budget=0)
@@ -116,3 +170,7 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     for asset in ("item_text_embeddings", "item_llm_embeddings"):
         assert _metadata(second, asset)["encoded"] == 0
     assert _metadata(second, "item_profiles")["reused_from_cache"] >= items["dagster/row_count"]
+    # Identical weights and metrics (the snapshot above); the index is published as a new version, the
+    # first one is kept for rollback.
+    rerun_index = _metadata(second, "published_index")
+    assert list_versions(artifacts / "indexes", DATASET) == [index["version"], rerun_index["version"]]

@@ -1,0 +1,187 @@
+"""Trained models on disk, and the one retrieval interface (user vectors x item vectors) shared by all of them.
+
+Layout: `<root>/<dataset>/<model name>/<version>/` holds `model.pt` (kind, config, weights and, for
+LEARN, the frozen content matrix it was trained on, so a checkpoint is self-contained), `item_ids.json`
+(row j of every item matrix is item_ids[j]) and `manifest.json` (kind, config, training info such as
+the MLflow run id and best epoch, the sha256 of both files). The version is a digest of the weights and
+the vocabulary, so retraining to identical weights keeps the version, and its manifest, of the run that
+first produced them; `CURRENT` names the version downstream steps read (`ml.data.versioned`).
+
+Loading uses `torch.load(weights_only=True)`: a checkpoint is data (tensors, numbers, strings), never code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ml.data.versioned import VersionedFolder, sha256_file, write_json
+from ml.models.learn import LEARN, LEARNConfig
+from ml.models.popularity import PopularityModel
+from ml.models.sasrec import SASRec, SASRecConfig
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+ITEM_IDS_FILE = "item_ids.json"
+MANIFEST_FILE = "manifest.json"
+
+TrainedModule = PopularityModel | SASRec | LEARN
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A trained model loaded (eval mode) from one checkpoint version."""
+
+    dataset: str
+    name: str
+    kind: str
+    version: str
+    path: Path
+    model: TrainedModule
+    item_ids: list[str]
+    manifest: dict[str, Any]
+
+
+def model_kind(model: nn.Module) -> str:
+    """'popularity', 'sasrec' or 'learn'."""
+    if isinstance(model, PopularityModel):
+        return "popularity"
+    if isinstance(model, SASRec):
+        return "sasrec"
+    if isinstance(model, LEARN):
+        return "learn"
+    raise TypeError(f"no checkpoint format for {type(model).__name__}")
+
+
+def _config_dict(model: TrainedModule, config: SASRecConfig | LEARNConfig | None) -> dict[str, Any]:
+    if isinstance(model, PopularityModel):
+        return {}
+    if config is None:
+        raise ValueError(f"a {model_kind(model)} checkpoint needs its config")
+    return asdict(config)
+
+
+def checkpoint_folder(root: Path, dataset: str, name: str) -> VersionedFolder:
+    """The versioned folder of one model of one dataset."""
+    return VersionedFolder(root / dataset / name)
+
+
+def save_checkpoint(
+    root: Path,
+    dataset: str,
+    name: str,
+    model: TrainedModule,
+    item_ids: Sequence[str],
+    config: SASRecConfig | LEARNConfig | None,
+    info: dict[str, Any],
+) -> Checkpoint:
+    """Write `model` as a new version of `<root>/<dataset>/<name>` (or keep the identical one) and make it current."""
+    item_ids = [str(item) for item in item_ids]
+    if len(item_ids) != model.n_items:
+        raise ValueError(f"{len(item_ids)} item ids for a model of {model.n_items} items")
+    kind = model_kind(model)
+    payload: dict[str, Any] = {
+        "kind": kind, "n_items": model.n_items, "config": _config_dict(model, config),
+        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+    }
+    if isinstance(model, LEARN):
+        payload["content"] = model.content[1:].detach().cpu()  # the padding row is rebuilt on load
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    model_bytes = buffer.getvalue()
+    ids_text = json.dumps(item_ids) + "\n"
+    version = hashlib.sha256(model_bytes + ids_text.encode()).hexdigest()[:16]
+
+    def write(folder: Path) -> None:
+        (folder / MODEL_FILE).write_bytes(model_bytes)
+        (folder / ITEM_IDS_FILE).write_text(ids_text)
+        write_json(folder / MANIFEST_FILE, {
+            "dataset": dataset, "name": name, "kind": kind, "version": version, "n_items": model.n_items,
+            "config": payload["config"], "info": info, "created_at": datetime.now(UTC).isoformat(),
+            "files": {file: sha256_file(folder / file) for file in (MODEL_FILE, ITEM_IDS_FILE)},
+        })
+
+    store = checkpoint_folder(root, dataset, name)
+    path = store.write(version, write)
+    store.point_to(version)
+    logger.info("checkpoint %s/%s version %s at %s", dataset, name, version, path)
+    return load_checkpoint(root, dataset, name, version)
+
+
+def _rebuild(payload: dict[str, Any]) -> TrainedModule:
+    kind, n_items = payload["kind"], int(payload["n_items"])
+    model: TrainedModule
+    if kind == "popularity":
+        model = PopularityModel(n_items)
+    elif kind == "sasrec":
+        model = SASRec(n_items, SASRecConfig(**payload["config"]))
+    elif kind == "learn":
+        model = LEARN(payload["content"].numpy(), LEARNConfig(**payload["config"]))
+    else:
+        raise ValueError(f"unknown model kind {kind!r} in checkpoint")
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def load_checkpoint(root: Path, dataset: str, name: str, version: str | None = None) -> Checkpoint:
+    """Load a checkpoint version (default: CURRENT) after checking its files against the manifest."""
+    store = checkpoint_folder(root, dataset, name)
+    version = version or store.current()
+    path = store.path(version)
+    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    for file, expected in manifest["files"].items():
+        if sha256_file(path / file) != expected:
+            raise ValueError(f"checkpoint {path} is corrupted: {file} does not match its manifest checksum")
+    payload = torch.load(path / MODEL_FILE, map_location="cpu", weights_only=True)
+    item_ids = json.loads((path / ITEM_IDS_FILE).read_text())
+    return Checkpoint(dataset=dataset, name=name, kind=payload["kind"], version=version, path=path,
+                      model=_rebuild(payload), item_ids=item_ids, manifest=manifest)
+
+
+def supports_retrieval(model: TrainedModule) -> bool:
+    """Whether the model scores by user vector x item vector, so its items can be put in an ANN index."""
+    return isinstance(model, SASRec | LEARN)
+
+
+@torch.no_grad()
+def item_vectors(model: SASRec | LEARN) -> np.ndarray:
+    """(n_items, dim) float32 inference item vectors; row j is item index j + 1."""
+    model.eval()
+    return model.catalogue_matrix().cpu().numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def user_vectors(model: SASRec | LEARN, histories: Sequence[np.ndarray], batch_size: int = 1024) -> np.ndarray:
+    """(n_users, dim) float32 query vectors, one per (non-empty) history of item indices."""
+    model.eval()
+    chunks = [model.user_embedding(histories[start : start + batch_size]).cpu().numpy()
+              for start in range(0, len(histories), batch_size)]
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
+
+
+def history_encoder(checkpoint: Checkpoint) -> Callable[[list[str]], np.ndarray]:
+    """A function item-id history -> the model's query vector, for `ml.index.recommend.recommend`."""
+    model = checkpoint.model
+    if not supports_retrieval(model):
+        raise ValueError(f"{checkpoint.name} ({checkpoint.kind}) has no user tower")
+    rows = {item: row + 1 for row, item in enumerate(checkpoint.item_ids)}
+
+    def encode(history: list[str]) -> np.ndarray:
+        unknown = [item for item in history if item not in rows]
+        if unknown:
+            raise ValueError(f"items unknown to model {checkpoint.name} {checkpoint.version}: {unknown[:5]}")
+        return user_vectors(model, [np.array([rows[item] for item in history], dtype=np.int64)])[0]
+
+    return encode

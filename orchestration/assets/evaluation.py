@@ -1,0 +1,206 @@
+"""Evaluation asset: every trained model through the one leave-one-out evaluator, test reported once per model.
+
+Each model's checkpoint is the one its training asset selected on validation; here it is scored on
+validation (again, for the table) and on test, once, with the same full-ranking evaluator
+(`ml/evaluate/ranking.py`: ties count against the model, history unmasked unless configured), plus
+the test slices of `ml/evaluate/slices.py`. The best retrieval model on validation NDCG@10 is
+registered in the MLflow model registry (`llmrec-<dataset>`, alias `champion`). Results land in
+`<data>/results/<dataset>/results.json`, a recall@k plot beside it, the warehouse table
+`evaluation.model_metrics` and this asset's metadata. A blocking check refuses a best model that does
+not beat popularity on validation, which keeps it from being published.
+"""
+
+import json
+from contextlib import nullcontext
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+from ml.evaluate.report import (
+    ModelReport,
+    plot_recall_curves,
+    png_markdown,
+    results_json,
+    results_table_markdown,
+    select_best,
+    slices_table_markdown,
+    write_results_json,
+)
+from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
+from ml.tracking.mlflow_store import log_metrics, register_best_model
+from pydantic import Field
+
+from ml.data.sequences import load_sequences
+from ml.data.warehouse import replace_dataset_rows
+from ml.evaluate.ranking import evaluate_model
+from ml.models.checkpoints import load_checkpoint, supports_retrieval
+from ml.models.learn import LEARN
+from orchestration.assets.training import MODEL_NAMES, POPULARITY, learn_model, popularity_model, sasrec_model
+from orchestration.partitions import dataset_partitions
+from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
+
+RESULTS_FILE = "results.json"
+CURVES_FILE = "recall_curves.png"
+SELECTION_METRIC = "ndcg@10"
+METRICS_TABLE = "evaluation.model_metrics"
+
+
+class EvaluationConfig(dg.Config):
+    """Evaluation protocol settings: history masking and the slice boundaries."""
+
+    mask_history: bool = Field(default=False, description="Exclude history items from the ranking (off in the "
+                               "papers' protocol).")
+    batch_size: int = Field(default=1024, description="Users scored at once (memory: batch x n_items floats).")
+    head_share: float = Field(default=0.2, description="Share of items, by training count, that are 'head'.")
+    cold_max_count: int = Field(default=4, description="Target items with at most this many training "
+                                "interactions form the 'cold' slice.")
+    short_history_max: int = Field(default=5, description="Users with at most this many history items are "
+                                   "'short history'.")
+
+    def slices(self) -> SliceConfig:
+        """The slice definitions."""
+        return SliceConfig(head_share=self.head_share, cold_max_count=self.cold_max_count,
+                           short_history_max=self.short_history_max)
+
+
+def registered_model_name(dataset: str) -> str:
+    """The MLflow registry name of a dataset's best model."""
+    return f"llmrec-{dataset}"
+
+
+def _metric_rows(reports: list[ModelReport]) -> pa.Table:
+    """Long format: one row per model, split, slice and metric."""
+    rows: dict[str, list[Any]] = {"model": [], "split": [], "slice": [], "metric": [], "value": [], "users": []}
+
+    def add(model: str, split: str, slice_name: str, metrics: dict[str, float], users: int) -> None:
+        for metric, value in metrics.items():
+            if metric == "users":
+                continue
+            for column, cell in zip(rows, (model, split, slice_name, metric, float(value), users), strict=True):
+                rows[column].append(cell)
+
+    for report in reports:
+        n_users = len(report.test_ranks)
+        add(report.model, "valid", "all", report.valid, n_users)
+        for slice_name, metrics in report.slices.items():
+            add(report.model, "test", slice_name, metrics, int(metrics["users"]))
+    return pa.table(rows)
+
+
+@dg.asset(
+    deps=[popularity_model, sasrec_model, learn_model],
+    group_name="evaluation",
+    partitions_def=dataset_partitions,
+    pool=DUCKDB_POOL,
+    compute_kind="pytorch",
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext, config: EvaluationConfig, warehouse: WarehouseResource,
+    artifacts: ArtifactStoreResource, mlflow: MlflowResource,
+) -> dg.MaterializeResult:
+    """Validation and test metrics (and test slices) of every model; the best on validation is registered."""
+    dataset = context.partition_key
+    with warehouse.connect(read_only=True) as con:
+        data = load_sequences(con, dataset)
+    store = mlflow.store()
+    valid_histories, valid_targets = data.history("valid")
+    test_histories, test_targets = data.history("test")
+    masks = slice_masks(test_histories, test_targets, item_train_counts(data.train, data.n_items), config.slices())
+
+    reports: list[ModelReport] = []
+    retrieval_models: list[str] = []
+    for name in MODEL_NAMES:
+        checkpoint = load_checkpoint(artifacts.checkpoints_root(), dataset, name)
+        model = checkpoint.model
+        if checkpoint.item_ids != data.item_ids:
+            raise ValueError(f"checkpoint {checkpoint.path} was trained on another item vocabulary; retrain {name}")
+        # LEARN embeds the whole catalogue once per block instead of once per scored batch.
+        with model.cached_items() if isinstance(model, LEARN) else nullcontext():
+            valid = evaluate_model(model.score, valid_histories, valid_targets, config.batch_size,
+                                   mask_history=config.mask_history)
+            test = evaluate_model(model.score, test_histories, test_targets, config.batch_size,
+                                  mask_history=config.mask_history)
+        slices = slice_metrics(test.ranks, masks)
+        info = checkpoint.manifest["info"]
+        run_id = info["mlflow_run_id"]
+        log_metrics(store, run_id, test.metrics, prefix="test_")
+        for slice_name, metrics in slices.items():
+            log_metrics(store, run_id, metrics, prefix=f"test_{slice_name}_")
+        context.log.info("%s valid %s test %s", name, {k: round(v, 4) for k, v in valid.metrics.items()},
+                         {k: round(v, 4) for k, v in test.metrics.items()})
+        reports.append(ModelReport(
+            model=name, valid=valid.metrics, test=test.metrics, slices=slices, test_ranks=test.ranks,
+            extra={"checkpoint_version": checkpoint.version, "mlflow_run_id": run_id,
+                   "mlflow_model_uri": info["mlflow_model_uri"], "best_epoch": info["best_epoch"]},
+        ))
+        if supports_retrieval(model):
+            retrieval_models.append(name)
+
+    best = select_best(reports, SELECTION_METRIC, candidates=retrieval_models)
+    popularity = next(report for report in reports if report.model == POPULARITY)
+    registry_version = register_best_model(
+        store, registered_model_name(dataset), best.extra["mlflow_model_uri"], best.extra["mlflow_run_id"],
+        metrics={**{f"valid_{k}": v for k, v in best.valid.items()}, **{f"test_{k}": v for k, v in best.test.items()}},
+        tags={"dataset": dataset, "model": best.model, "checkpoint_version": best.extra["checkpoint_version"],
+              "dagster_run_id": context.run.run_id},
+    )
+    results = results_json(dataset, reports, best.model)
+    results["table_markdown"] = results_table_markdown(reports)
+    results["selection"] = {
+        "metric": f"valid_{SELECTION_METRIC}", "model": best.model, "registered_model": registered_model_name(dataset),
+        "registered_version": registry_version, "popularity_valid": popularity.valid[SELECTION_METRIC],
+        "mask_history": config.mask_history,
+    }
+    folder = artifacts.results_root() / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    write_results_json(folder / RESULTS_FILE, results)
+    plot = plot_recall_curves(reports, folder / CURVES_FILE)
+    with warehouse.connect() as con:
+        replace_dataset_rows(con, METRICS_TABLE, dataset, _metric_rows(reports),
+                             "model varchar not null, split varchar not null, slice varchar not null, "
+                             "metric varchar not null, value double not null, users integer not null")
+    return dg.MaterializeResult(metadata={
+        "results_table": dg.MetadataValue.md(results["table_markdown"]),
+        "slices_recall@10": dg.MetadataValue.md(slices_table_markdown(reports, "recall@10")),
+        "recall_curves": dg.MetadataValue.md(png_markdown(plot, "test recall@k per model")),
+        "selected_model": best.model,
+        "registered_model": f"{registered_model_name(dataset)} v{registry_version}",
+        **{f"{report.model}_test_{metric}": round(report.test[metric], 5)
+           for report in reports for metric in ("recall@10", "ndcg@10")},
+        "results_json": dg.MetadataValue.path(str(folder / RESULTS_FILE)),
+    })
+
+
+def read_results(artifacts: ArtifactStoreResource, dataset: str) -> dict[str, Any]:
+    """The results.json the evaluation asset last wrote for `dataset`."""
+    path = artifacts.results_root() / dataset / RESULTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no evaluation results for {dataset} at {path}; materialize model_evaluation")
+    return json.loads(path.read_text())
+
+
+@dg.asset_check(
+    asset=model_evaluation,
+    name="best_model_beats_popularity",
+    blocking=True,
+    partitions_def=dataset_partitions,
+    pool=DUCKDB_POOL,
+    description="The model selected for publishing must beat the popularity baseline on validation NDCG@10.",
+)
+def best_model_beats_popularity(
+    context: dg.AssetCheckExecutionContext, artifacts: ArtifactStoreResource
+) -> dg.AssetCheckResult:
+    """Compare the selected model's validation NDCG@10 with popularity's, from the results just written."""
+    results = read_results(artifacts, context.partition_key)
+    selected = results["selection"]["model"]
+    model_score = results["models"][selected]["valid"][SELECTION_METRIC]
+    popularity_score = results["models"][POPULARITY]["valid"][SELECTION_METRIC]
+    passed = model_score > popularity_score
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=None if passed else f"{selected} valid {SELECTION_METRIC} {model_score:.4f} does not beat "
+        f"popularity's {popularity_score:.4f}: not publishing",
+        metadata={"selected_model": selected, f"{selected}_valid_{SELECTION_METRIC}": model_score,
+                  f"popularity_valid_{SELECTION_METRIC}": popularity_score},
+    )

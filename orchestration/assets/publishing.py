@@ -1,0 +1,93 @@
+"""Publishing asset: the selected model's item vectors as a verified, versioned faiss index.
+
+Runs only when the evaluation's blocking check passed (the model beats popularity on validation).
+The index holds the model's inference item vectors; user vectors are each user's query vector after
+their whole known history (train + validation + test items), which is what serving would use.
+`ml/index/publish.py` writes the version aside, verifies checksums and recall@10 against exact search,
+then switches `CURRENT`; earlier versions stay for rollback (`python -m orchestration.cli rollback`).
+"""
+
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from ml.data.sequences import load_sequences
+from ml.index.build import IndexConfig
+from ml.index.publish import publish_index
+from ml.models.checkpoints import item_vectors, load_checkpoint, supports_retrieval, user_vectors
+from orchestration.assets.evaluation import model_evaluation, read_results
+from orchestration.partitions import dataset_partitions
+from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, WarehouseResource
+
+
+class IndexPublishConfig(dg.Config):
+    """Which faiss index to build (exact inner product suits catalogues of this size) and how to verify it."""
+
+    kind: Literal["flat_ip", "hnsw", "ivf_pq"] = Field(default="flat_ip", description="flat_ip: exact; hnsw or "
+                                                       "ivf_pq (re-ranked exactly) for large catalogues.")
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    ivf_nlist: int | None = Field(default=None, description="IVF lists; None = about 4 x sqrt(items).")
+    ivf_nprobe: int = 16
+    ivf_pq_m: int = 8
+    min_recall: float = Field(default=0.9, description="recall@10 floor against exact search (approximate kinds).")
+    verify_users: int = Field(default=500, description="Users sampled for the recall@10-vs-exact verification.")
+    seed: int = 0
+
+    def index(self) -> IndexConfig:
+        """The library index config."""
+        return IndexConfig(**self.model_dump(exclude={"verify_users"}))
+
+
+@dg.asset(
+    deps=[model_evaluation],
+    group_name="publishing",
+    partitions_def=dataset_partitions,
+    pool=DUCKDB_POOL,
+    compute_kind="faiss",
+)
+def published_index(
+    context: dg.AssetExecutionContext, config: IndexPublishConfig, warehouse: WarehouseResource,
+    artifacts: ArtifactStoreResource,
+) -> dg.MaterializeResult:
+    """A new verified index version of the selected model's item vectors, made current."""
+    dataset = context.partition_key
+    results = read_results(artifacts, dataset)
+    selection = results["selection"]
+    checkpoint = load_checkpoint(artifacts.checkpoints_root(), dataset, selection["model"],
+                                 results["models"][selection["model"]]["extra"]["checkpoint_version"])
+    model = checkpoint.model
+    if not supports_retrieval(model):
+        raise ValueError(f"{checkpoint.name} has no item vectors to index")
+    with warehouse.connect(read_only=True) as con:
+        data = load_sequences(con, dataset)
+    test_histories, test_targets = data.history("test")
+    full_histories = [np.append(history, target) for history, target in zip(test_histories, test_targets,
+                                                                              strict=True)]
+    published = publish_index(
+        artifacts.indexes_root(), dataset, checkpoint.item_ids, item_vectors(model), data.user_ids,
+        user_vectors(model, full_histories),
+        metadata={
+            "model": checkpoint.name, "checkpoint_version": checkpoint.version,
+            "mlflow_run_id": checkpoint.manifest["info"]["mlflow_run_id"],
+            "registered_model": selection["registered_model"], "registered_version": selection["registered_version"],
+            "dagster_run_id": context.run.run_id,
+            "metrics": {f"{split}_{metric}": value for split in ("valid", "test")
+                        for metric, value in results["models"][checkpoint.name][split].items()},
+        },
+        config=config.index(), verify_users=config.verify_users,
+    )
+    report = published.report
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(published.path)),
+        "version": published.version,
+        "model": checkpoint.name,
+        "index_kind": config.kind,
+        "dagster/row_count": len(checkpoint.item_ids),
+        "dim": int(published.manifest["dim"]),
+        "verification_recall@10": round(report.recall, 4),
+        "verification_queries": report.queries,
+        "users_indexed": len(data.user_ids),
+    })
