@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import numpy as np
+import pytest
 
 from ml.data.embedding_store import embeddings_folder, read_embeddings
 from ml.index.publish import list_versions
@@ -73,7 +74,12 @@ def _metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
     return {name: value.value for name, value in event.materialization.metadata.items()}
 
 
-def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, tmp_path: Path) -> None:
+def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # MLflow's default store is ./mlflow.db: running elsewhere shows that nothing falls back to it.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     artifacts = tmp_path / "artifacts"
     first = _materialize(warehouse_path, artifacts, budget=4)
     assert first.success
@@ -136,7 +142,7 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     assert learn_run.data.params["item_tower"] == "shared" and learn_run.data.params["content"] == "item_text"
     history = store.client().get_metric_history(learn_run.info.run_id, "valid_ndcg_at_10")
     assert [metric.step for metric in history] == [1, 2]
-    assert (artifacts / "mlflow" / "artifacts").is_dir() and not Path("mlruns").exists()
+    assert (artifacts / "mlflow" / "artifacts").is_dir() and not list(cwd.iterdir())
 
     # Evaluation: every model in the table, JSON and warehouse; the selected model beats popularity.
     evaluation = _metadata(first, "model_evaluation")
