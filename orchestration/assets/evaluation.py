@@ -16,6 +16,11 @@ from typing import Any
 
 import dagster as dg
 import pyarrow as pa
+from pydantic import Field
+
+from ml.data.sequences import load_sequences
+from ml.data.warehouse import replace_dataset_rows
+from ml.evaluate.ranking import evaluate_model
 from ml.evaluate.report import (
     ModelReport,
     plot_recall_curves,
@@ -27,14 +32,9 @@ from ml.evaluate.report import (
     write_results_json,
 )
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
-from ml.tracking.mlflow_store import log_metrics, register_best_model
-from pydantic import Field
-
-from ml.data.sequences import load_sequences
-from ml.data.warehouse import replace_dataset_rows
-from ml.evaluate.ranking import evaluate_model
 from ml.models.checkpoints import load_checkpoint, supports_retrieval
 from ml.models.learn import LEARN
+from ml.tracking.mlflow_store import log_metrics, register_best_model
 from orchestration.assets.training import MODEL_NAMES, POPULARITY, learn_model, popularity_model, sasrec_model
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
@@ -179,6 +179,14 @@ def read_results(artifacts: ArtifactStoreResource, dataset: str) -> dict[str, An
     return json.loads(path.read_text())
 
 
+def popularity_gate(results: dict[str, Any]) -> tuple[bool, str, float, float]:
+    """(passed, selected model, its valid NDCG@10, popularity's): passed only when it strictly beats popularity."""
+    selected = results["selection"]["model"]
+    model_score = float(results["models"][selected]["valid"][SELECTION_METRIC])
+    popularity_score = float(results["models"][POPULARITY]["valid"][SELECTION_METRIC])
+    return model_score > popularity_score, selected, model_score, popularity_score
+
+
 @dg.asset_check(
     asset=model_evaluation,
     name="best_model_beats_popularity",
@@ -191,11 +199,7 @@ def best_model_beats_popularity(
     context: dg.AssetCheckExecutionContext, artifacts: ArtifactStoreResource
 ) -> dg.AssetCheckResult:
     """Compare the selected model's validation NDCG@10 with popularity's, from the results just written."""
-    results = read_results(artifacts, context.partition_key)
-    selected = results["selection"]["model"]
-    model_score = results["models"][selected]["valid"][SELECTION_METRIC]
-    popularity_score = results["models"][POPULARITY]["valid"][SELECTION_METRIC]
-    passed = model_score > popularity_score
+    passed, selected, model_score, popularity_score = popularity_gate(read_results(artifacts, context.partition_key))
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,

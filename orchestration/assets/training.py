@@ -14,7 +14,16 @@ from typing import Any, Literal
 import dagster as dg
 import numpy as np
 from dagster_dbt import get_asset_key_for_model
+from pydantic import Field
+
+from ml.data.embedding_store import read_embeddings
+from ml.data.sequences import SequenceData, load_sequences
+from ml.evaluate.ranking import evaluate_model
 from ml.evaluate.report import plot_training_curve, png_markdown
+from ml.models.checkpoints import Checkpoint, TrainedModule, save_checkpoint
+from ml.models.learn import LEARNConfig
+from ml.models.popularity import PopularityModel
+from ml.models.sasrec import SASRecConfig
 from ml.tracking.mlflow_store import (
     TrackingStore,
     finish_run,
@@ -24,15 +33,6 @@ from ml.tracking.mlflow_store import (
     log_model,
     start_training_run,
 )
-from pydantic import Field
-
-from ml.data.embedding_store import read_embeddings
-from ml.data.sequences import SequenceData, load_sequences
-from ml.evaluate.ranking import evaluate_model
-from ml.models.checkpoints import Checkpoint, TrainedModule, save_checkpoint
-from ml.models.learn import LEARNConfig
-from ml.models.popularity import PopularityModel
-from ml.models.sasrec import SASRecConfig
 from ml.train.learn_training import train_learn
 from ml.train.sasrec_training import train_sasrec
 from orchestration.assets.dbt import data_layer_dbt

@@ -1,12 +1,22 @@
-"""A failing GX check on ingested events blocks the dbt layer downstream in the same run."""
+"""Blocking checks stop the run downstream: bad ingested events block dbt; a model worse than popularity is not published."""
 
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import numpy as np
+import torch
 
+from ml.data.sequences import load_sequences
+from ml.models.checkpoints import save_checkpoint
+from ml.models.learn import LEARN, LEARNConfig
+from ml.models.popularity import PopularityModel
+from ml.models.sasrec import SASRec, SASRecConfig
+from ml.tracking.mlflow_store import TrackingStore, log_model, start_training_run
 from orchestration.assets.dbt import data_layer_dbt
+from orchestration.assets.evaluation import best_model_beats_popularity, model_evaluation
 from orchestration.assets.ingest import ingest_raw_logs
+from orchestration.assets.publishing import published_index
 from orchestration.checks import gx_raw_events
 from orchestration.resources import pipeline_resources
 
@@ -46,3 +56,48 @@ def test_quarantine_rate_over_the_limit_blocks_the_dbt_build(tmp_path: Path) -> 
         assert con.execute("select count(*) from raw.quarantine").fetchone() == (50,)
         schemas = {row[0] for row in con.execute("select schema_name from information_schema.schemata").fetchall()}
     assert "marts" not in schemas, "dbt must not have run"
+
+
+def test_a_model_worse_than_popularity_is_not_published(tmp_path: Path, warehouse_path: Path) -> None:
+    """SASRec and LEARN that score every item alike lose to popularity: the check fails and nothing is indexed."""
+    (tmp_path / "datasets.yaml").write_text(REGISTRY.replace("max_quarantine_rate: 0.05", "max_quarantine_rate: 0.0"))
+    rows = [f"u{user},i{(user + step) % 3 if step % 2 else 3 + (user * 7 + step) % 9},{1_500_000_000 + step}"
+            for user in range(40) for step in range(8)]
+    (tmp_path / "ratings.csv").write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    warehouse, artifacts = warehouse_path, tmp_path / "artifacts"  # dbt reads the warehouse path from its env var
+    resources = pipeline_resources(str(warehouse), tmp_path / "datasets.yaml", artifacts)
+    assert dg.materialize([ingest_raw_logs, data_layer_dbt], partition_key="movielens-100k",
+                          resources=resources).success
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        data = load_sequences(con, "movielens-100k")
+    store = TrackingStore(artifacts / "mlflow")
+    torch.manual_seed(0)
+    models = {
+        "popularity": (PopularityModel.fit(data.train, data.n_items), None),
+        "sasrec": (SASRec(data.n_items, SASRecConfig(hidden_dim=8, n_layers=1, n_heads=1)), SASRecConfig(
+            hidden_dim=8, n_layers=1, n_heads=1)),
+        "learn": (LEARN(np.eye(data.n_items, dtype=np.float32), LEARNConfig.cpu_default(
+            hidden_dim=8, n_layers=1, n_heads=1, output_dim=4)), None),
+    }
+    # Zero item (SASRec) and output (LEARN) weights: every item ties, and ties count against the model.
+    with torch.no_grad():
+        models["sasrec"][0].item_embedding.weight.zero_()
+        models["learn"][0].projection.weight.zero_()
+        models["learn"][0].projection.bias.zero_()
+    for name, (model, config) in models.items():
+        run_id = start_training_run(store, "llmrec-training", name, {"model": name}, {})
+        uri = log_model(store, run_id, model)
+        save_checkpoint(artifacts / "checkpoints", "movielens-100k", name, model, data.item_ids,
+                        config or getattr(model, "config", None),
+                        {"mlflow_run_id": run_id, "mlflow_model_uri": uri, "best_epoch": 0})
+
+    result = dg.materialize(
+        [model_evaluation, best_model_beats_popularity, published_index], partition_key="movielens-100k",
+        resources=resources, raise_on_error=False, selection=[model_evaluation.key, published_index.key],
+    )
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "best_model_beats_popularity"]
+    assert not evaluation.passed and "not publishing" in (evaluation.description or "")
+    published = {event.asset_key for event in result.get_asset_materialization_events()}
+    assert model_evaluation.key in published and published_index.key not in published
+    assert not (artifacts / "indexes").exists()
