@@ -15,6 +15,7 @@ from ml.train.learn_loss import (
     uniform_subsample,
     weighted_positions,
 )
+from ml.train.learn_training import item_log_frequency
 
 
 def test_position_weights_match_the_formula_by_hand() -> None:
@@ -185,3 +186,30 @@ def test_masked_out_positions_do_not_matter_and_gradients_stay_finite() -> None:
     assert float(single.detach()) == 0.0 and torch.isfinite(alone.grad).all()
     with pytest.raises(ValueError, match="no .* pair"):
         dense_all_action_loss(users, torch.zeros_like(user_mask), items, item_mask, ids, 0.1)
+
+
+def test_logq_correction_subtracts_log_q_from_every_logit() -> None:
+    # Two users, one position and one target each, 2-d embeddings; tau = 1 so logits are dot products.
+    user = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    item = torch.tensor([[[0.8, 0.6]], [[0.6, 0.8]]])
+    mask = torch.ones(2, 1, dtype=torch.bool)
+    ids = torch.tensor([[1], [2]])
+    plain = dense_all_action_loss(user, mask, item, mask, ids, 1.0)
+    # A constant log q shifts every logit alike: the softmax, and so the loss, is unchanged.
+    shifted = dense_all_action_loss(user, mask, item, mask, ids, 1.0, torch.full((2, 1), -3.0))
+    torch.testing.assert_close(shifted, plain)
+    # By hand: user 0's positive is item 1 (0.8 - log q1), its negative item 2 (0.6 - log q2); user 1 mirrored.
+    log_q = torch.tensor([[math.log(0.9)], [math.log(0.1)]])
+    corrected = dense_all_action_loss(user, mask, item, mask, ids, 1.0, log_q)
+    pos0, neg0 = 0.8 - math.log(0.9), 0.6 - math.log(0.1)
+    pos1, neg1 = 0.8 - math.log(0.1), 0.6 - math.log(0.9)
+    expected = (-pos0 + math.log(math.exp(pos0) + math.exp(neg0)) - pos1 + math.log(math.exp(pos1) + math.exp(neg1))) / 2
+    assert float(corrected) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="target_log_q"):
+        dense_all_action_loss(user, mask, item, mask, ids, 1.0, torch.zeros(2, 2))
+
+
+def test_item_log_frequency_is_a_smoothed_log_share() -> None:
+    log_q = item_log_frequency([np.array([1, 1, 2]), np.array([1])], 3).numpy()
+    # Counts + 1: item1 4, item2 2, item3 1 -> shares 4/7, 2/7, 1/7.
+    np.testing.assert_allclose(np.exp(log_q[1:]), [4 / 7, 2 / 7, 1 / 7], rtol=1e-6)
