@@ -16,7 +16,6 @@ from typing import Literal
 import dagster as dg
 import duckdb
 from dagster_dbt import DbtCliResource, DbtProject
-from ml.tracking.mlflow_store import TrackingStore
 from pydantic import Field
 
 from ml.data.registry import DatasetRegistry, load_registry
@@ -24,6 +23,7 @@ from ml.llm.local_server import llama_server
 from ml.llm.weights import PACKAGED_SMOLLM2, file_digest, packaged_smollm2_gguf, resolve_causal_lm
 from ml.profiles.backends import ChatBackend, DecodingSettings, OpenAICompatibleBackend
 from ml.profiles.local_backend import TransformersBackend
+from ml.tracking.mlflow_store import TrackingStore
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "transforms"
