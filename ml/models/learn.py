@@ -25,6 +25,13 @@ Choices the paper leaves open, and what we do:
 - Sequences are right-padded and positions count from the first (oldest) item, so the state after
   item i depends on items 0..i only: it is exactly the user embedding of the prefix ending at i, and a
   length-1 item sequence at inference sits at position 0, like the first item of a training target.
+- Input: BERT's embedding LayerNorm over adapted content + position. Without it the adapted unit-norm
+  content (about 0.05 per dimension) is drowned by the first random sublayers; with it validation
+  recall@10 on amazon-beauty after 3 epochs went from 0.013 to 0.023.
+- Initialization: each layer's residual branch starts at zero (`zero_init_residual`, on by default), so
+  the untrained towers are a linear map of the content and training starts from content similarity.
+  On amazon-beauty (MiniLM content, CPU shape) this reached in 5 epochs the validation recall@10
+  (0.033) that random init reached in 10; a learning rate of 3e-3 instead was worse (0.014).
 - Masking: one boolean mask per (sequence, head) joins the causal (or diagonal) mask and the key
   padding mask; every position may attend to itself, so no row is fully masked (no NaN).
 - The frozen content matrix is a non-persistent buffer: it is an input read from the versioned
@@ -71,6 +78,10 @@ class LEARNConfig:
     item_tower: ItemTower = "shared"
     temperature: float = 0.05  # initial value when learn_temperature
     learn_temperature: bool = True
+    # Zero-initialize each Transformer layer's residual branch (attention output and second feed-forward
+    # projection), as in T-Fixup / ReZero: the untrained PAL is then adapter -> LayerNorm -> projection of
+    # the frozen content, so training starts from content similarity instead of a randomly mixed space.
+    zero_init_residual: bool = True
     # Subtract log q(item) from the logits (q = the item's share of training targets): a practitioner's
     # correction for popularity-drawn in-batch negatives that the paper does not mention; see the loss.
     logq_correction: bool = False
@@ -176,6 +187,11 @@ class LEARN(nn.Module):
         self.final_norm = nn.LayerNorm(config.hidden_dim)
         self.projection = nn.Linear(config.hidden_dim, config.output_dim)
         nn.init.normal_(self.position_embedding.weight, std=0.02)
+        if config.zero_init_residual:
+            for layer in self.layers:
+                for branch_output in (layer.self_attn.out_proj, layer.linear2):
+                    nn.init.zeros_(branch_output.weight)
+                    nn.init.zeros_(branch_output.bias)
         log_temperature = torch.tensor(math.log(config.temperature))
         if config.learn_temperature:
             self.log_temperature = nn.Parameter(log_temperature)

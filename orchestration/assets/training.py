@@ -82,6 +82,7 @@ class LEARNTrainingConfig(dg.Config):
     item_tower: Literal["shared", "self_attention_only", "content_projection"] = "shared"
     temperature: float = 0.05
     learn_temperature: bool = True
+    zero_init_residual: bool = True
     logq_correction: bool = False
     sampling: bool = Field(default=False, description="Two-stage sampling (the paper's industrial setting).")
     n_history_samples: int = 10

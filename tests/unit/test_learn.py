@@ -13,8 +13,10 @@ from ml.train.learn_loss import LEARNExample
 from ml.train.learn_training import batch_loss, collate, cosine_schedule, train_learn
 
 N_ITEMS, CONTENT_DIM = 12, 16
+# Structural tests need the Transformer layers to act from the start: random (not zero) residual branches.
 SMALL = LEARNConfig(hidden_dim=32, n_layers=2, n_heads=2, output_dim=16, max_len=20, dropout=0.1, lr=1e-2,
-                    batch_size=16, eval_batch_size=64, max_epochs=6, patience=6, device="cpu")
+                    batch_size=16, eval_batch_size=64, max_epochs=6, patience=6, device="cpu",
+                    zero_init_residual=False)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -157,6 +159,24 @@ def test_item_tower_variants_differ_in_context() -> None:
         expected = torch.nn.functional.normalize(projection.projection(projection.adapter(projection.content[target])),
                                                  dim=-1)
         torch.testing.assert_close(c, expected)
+
+
+def test_zero_initialized_residual_branches_make_the_untrained_towers_a_map_of_the_content() -> None:
+    torch.manual_seed(0)
+    model = LEARN(_content(), replace(SMALL, zero_init_residual=True, dropout=0.0)).eval()
+    history = torch.tensor([[4, 5, 6, 0]])
+    with torch.no_grad():
+        states = model.user_states(history)
+        # No layer changes its input yet: each position is adapter -> LayerNorm -> final norm -> projection.
+        hidden = model.input_norm(model.adapter(model.content[history]) + model.position_embedding.weight[:4])
+        expected = torch.nn.functional.normalize(model.projection(model.final_norm(hidden)), dim=-1)
+        torch.testing.assert_close(states[:, :3], expected[:, :3])
+    # The branches are zero, not frozen: one training step moves them.
+    loss = batch_loss(model.train(), collate([LEARNExample(np.array([1, 2]), np.array([3]), np.arange(2), np.arange(1)),
+                                              LEARNExample(np.array([4]), np.array([5, 6]), np.arange(1), np.arange(2))],
+                                             20))
+    loss.backward()
+    assert model.layers[0].linear2.weight.grad.abs().sum() > 0
 
 
 def test_cached_item_matrix_gives_the_same_scores() -> None:
