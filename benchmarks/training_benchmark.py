@@ -29,8 +29,8 @@ import torch
 
 from ml.data.embedding_store import read_embeddings
 from ml.data.sequences import SequenceData, load_sequences
-from ml.evaluate.ranking import evaluate_model
-from ml.evaluate.report import ModelReport, results_table_markdown
+from ml.evaluate.ranking import evaluate_model, evaluate_protocols
+from ml.evaluate.report import ModelReport, protocols_table_markdown, results_table_markdown
 from ml.models.learn import LEARN
 from ml.models.popularity import PopularityModel
 from ml.train.learn_training import train_learn
@@ -57,9 +57,9 @@ def _report(name: str, model: torch.nn.Module, data: SequenceData, extra: dict[s
     """Validation and test metrics of a trained model (test scored once)."""
     with model.cached_items() if isinstance(model, LEARN) else nullcontext():
         valid = evaluate_model(model.score, *data.history("valid"))
-        test = evaluate_model(model.score, *data.history("test"))
-    return ModelReport(model=name, valid=valid.metrics, test=test.metrics, slices={}, test_ranks=test.ranks,
-                       extra=extra)
+        test = evaluate_protocols(model.score, *data.history("test"))
+    return ModelReport(model=name, valid=valid.metrics, test=test[False].metrics, slices={},
+                       test_ranks=test[False].ranks, extra={**extra, "test_history_masked": test[True].metrics})
 
 
 def _timed(train: Callable[[], tuple[torch.nn.Module, dict[str, Any]]]) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%s: test %s (%s)", name, {k: round(v, 4) for k, v in report.test.items()}, report.extra)
 
     lines = [f"{args.dataset}: {data.n_users} users, {data.n_items} items; torch threads {torch.get_num_threads()}",
-             results_table_markdown(reports), "",
+             "test, history items ranked (the papers' protocol):", results_table_markdown(reports), "",
+             protocols_table_markdown(reports, "history_unmasked", "test_history_masked"), "",
              "| model | train s | eval s | best epoch | epochs run |", "|---|---|---|---|---|"]
     lines += [f"| {r.model} | {r.extra['train_seconds']} | {r.extra['eval_seconds']} | "
               f"{r.extra.get('best_epoch', '-')} | {r.extra.get('epochs_run', '-')} |" for r in reports]

@@ -55,25 +55,42 @@ def ensure_embedding_table(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def encode_cached(
-    con: duckdb.DuckDBPyConnection, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 1_024
-) -> CachedEncoding:
-    """Embeddings of `texts` (in order): cached ones read back, the rest encoded and stored in batches."""
-    ensure_embedding_table(con)
-    hashes = [text_hash(text) for text in texts]
-    unique: dict[str, str] = dict(zip(hashes, texts, strict=True))
+@dataclass(frozen=True)
+class CacheFill:
+    """What one `fill_cache` call did: texts encoded now, found already cached, and left for a later call."""
+
+    encoded: int
+    reused: int
+    left: int
+
+
+def _missing_hashes(con: duckdb.DuckDBPyConnection, model_id: str, unique: dict[str, str]) -> list[str]:
+    """The hashes of `unique` (hash -> text, in request order) that the cache has no vector for."""
     con.register("_wanted", pa.table({"text_hash": list(unique)}))
     try:
         found = con.execute(
             f"select e.text_hash from {EMBEDDING_TABLE} e join _wanted w using (text_hash) where e.model_id = $model",
-            {"model": encoder.model_id},
+            {"model": model_id},
         ).fetchall()
     finally:
         con.unregister("_wanted")
     cached = {row[0] for row in found}
-    missing = [digest for digest in unique if digest not in cached]
-    for start in range(0, len(missing), batch_size):
-        chunk = missing[start : start + batch_size]
+    return [digest for digest in unique if digest not in cached]
+
+
+def fill_cache(
+    con: duckdb.DuckDBPyConnection, encoder: TextEncoder, texts: Sequence[str], max_new: int | None = None,
+    batch_size: int = 1_024,
+) -> CacheFill:
+    """Encode the texts the cache lacks (the first `max_new` of them, in request order; None = all) and store them."""
+    if max_new is not None and max_new < 0:
+        raise ValueError("max_new must be >= 0 (or None for no limit)")
+    ensure_embedding_table(con)
+    unique: dict[str, str] = {text_hash(text): text for text in texts}
+    missing = _missing_hashes(con, encoder.model_id, unique)
+    todo = missing if max_new is None else missing[:max_new]
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
         vectors = encoder.encode([unique[digest] for digest in chunk])
         batch = pa.table({
             "model_id": [encoder.model_id] * len(chunk),
@@ -86,7 +103,16 @@ def encode_cached(
         finally:
             con.unregister("_new_vectors")
         # Each chunk is committed as it lands, so a killed run keeps its work; log progress per chunk.
-        logger.info("embeddings %s: %d/%d new texts encoded", encoder.model_id, start + len(chunk), len(missing))
+        logger.info("embeddings %s: %d/%d new texts encoded", encoder.model_id, start + len(chunk), len(todo))
+    fill = CacheFill(encoded=len(todo), reused=len(unique) - len(missing), left=len(missing) - len(todo))
+    logger.info("embeddings %s: %d encoded, %d reused, %d left for later", encoder.model_id, fill.encoded,
+                fill.reused, fill.left)
+    return fill
+
+
+def read_cached(con: duckdb.DuckDBPyConnection, encoder: TextEncoder, texts: Sequence[str]) -> np.ndarray:
+    """(len(texts), dim) cached vectors of `texts`, in order; a ValueError if any text is not cached yet."""
+    hashes = [text_hash(text) for text in texts]
     con.register("_order", pa.table({"position": list(range(len(hashes))), "text_hash": hashes}))
     try:
         # Read back through Arrow: one flat float buffer, not millions of Python floats.
@@ -97,6 +123,15 @@ def encode_cached(
         ).fetch_arrow_table()
     finally:
         con.unregister("_order")
-    vectors = vectors_from_arrow(table).reshape(len(texts), encoder.dim)
-    logger.info("embeddings %s: %d encoded, %d reused", encoder.model_id, len(missing), len(unique) - len(missing))
-    return CachedEncoding(vectors=vectors, encoded=len(missing), reused=len(unique) - len(missing))
+    if table.num_rows != len(hashes):
+        raise ValueError(f"{len(hashes) - table.num_rows} of {len(hashes)} texts have no cached {encoder.model_id} "
+                         "vector yet")
+    return vectors_from_arrow(table).reshape(len(texts), encoder.dim)
+
+
+def encode_cached(
+    con: duckdb.DuckDBPyConnection, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 1_024
+) -> CachedEncoding:
+    """Embeddings of `texts` (in order): cached ones read back, the rest encoded and stored in batches."""
+    fill = fill_cache(con, encoder, texts, batch_size=batch_size)
+    return CachedEncoding(vectors=read_cached(con, encoder, texts), encoded=fill.encoded, reused=fill.reused)

@@ -87,6 +87,42 @@ def ranking_metrics(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[s
 
 
 @torch.no_grad()
+def evaluate_protocols(
+    score_fn: ScoreFn,
+    histories: Sequence[np.ndarray],
+    targets: np.ndarray,
+    batch_size: int = 1024,
+    ks: Sequence[int] = DEFAULT_KS,
+    protocols: Sequence[bool] = (False, True),
+) -> dict[bool, RankingResult]:
+    """Rank the targets under each protocol (mask_history False / True) from one scoring pass per batch.
+
+    Published numbers come in both protocols (the generative-retrieval papers rank history items,
+    stronger ID baselines are often reported with them removed), so both are measured on the same scores.
+    """
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(histories) != len(targets):
+        raise ValueError(f"{len(histories)} histories for {len(targets)} targets")
+    if batch_size < 1:
+        raise ValueError("batch_size must be positive")
+    if not protocols:
+        raise ValueError("need at least one protocol")
+    # Users are scored shortest history first: a batch of sequence models is padded to its longest
+    # history, and most users' histories are short. Ranks go back to the callers' order.
+    order = np.argsort([len(items) for items in histories], kind="stable")
+    all_ranks = {masked: np.zeros(len(targets), dtype=np.int64) for masked in protocols}
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = [histories[row] for row in rows]
+        scores = score_fn(batch)
+        for masked, ranks in all_ranks.items():
+            ranks[rows] = ranks_from_scores(scores, targets[rows], batch if masked else None)
+    results = {masked: RankingResult(metrics=ranking_metrics(ranks, ks), ranks=ranks)
+               for masked, ranks in all_ranks.items()}
+    logger.debug("evaluated %d users: %s", len(targets), {masked: r.metrics for masked, r in results.items()})
+    return results
+
+
 def evaluate_model(
     score_fn: ScoreFn,
     histories: Sequence[np.ndarray],
@@ -96,20 +132,4 @@ def evaluate_model(
     mask_history: bool = False,
 ) -> RankingResult:
     """Score users in batches with `score_fn` (histories -> (batch, n_items + 1)), rank their targets, average."""
-    targets = np.asarray(targets, dtype=np.int64)
-    if len(histories) != len(targets):
-        raise ValueError(f"{len(histories)} histories for {len(targets)} targets")
-    if batch_size < 1:
-        raise ValueError("batch_size must be positive")
-    # Users are scored shortest history first: a batch of sequence models is padded to its longest
-    # history, and most users' histories are short. Ranks go back to the callers' order.
-    order = np.argsort([len(items) for items in histories], kind="stable")
-    all_ranks = np.zeros(len(targets), dtype=np.int64)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        batch = [histories[row] for row in rows]
-        scores = score_fn(batch)
-        all_ranks[rows] = ranks_from_scores(scores, targets[rows], batch if mask_history else None)
-    metrics = ranking_metrics(all_ranks, ks)
-    logger.debug("evaluated %d users: %s", len(all_ranks), metrics)
-    return RankingResult(metrics=metrics, ranks=all_ranks)
+    return evaluate_protocols(score_fn, histories, targets, batch_size, ks, (mask_history,))[mask_history]

@@ -46,6 +46,19 @@ def results_table_markdown(reports: Sequence[ModelReport], ks: Sequence[int] = D
     return "\n".join(lines)
 
 
+def protocols_table_markdown(reports: Sequence[ModelReport], headline: str, other_key: str,
+                             metrics: Sequence[str] = ("recall@10", "ndcg@10", "mrr")) -> str:
+    """Test metrics under the headline protocol beside those stored in `extra[other_key]` (the other protocol)."""
+    other = other_key.removeprefix("test_")
+    columns = [f"{name} ({protocol})" for protocol in (headline, other) for name in metrics]
+    lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for report in reports:
+        cells = [f"{report.test[name]:.4f}" for name in metrics]
+        cells += [f"{report.extra[other_key][name]:.4f}" for name in metrics]
+        lines.append(f"| {report.model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def slices_table_markdown(reports: Sequence[ModelReport], metric: str = "recall@10") -> str:
     """One row per model, one column per test slice (header: slice name and its user count)."""
     if not reports:

@@ -56,6 +56,8 @@ from torch import nn
 ItemTower = Literal["shared", "self_attention_only", "content_projection"]
 ITEM_TOWERS: tuple[str, ...] = ("shared", "self_attention_only", "content_projection")
 Attention = Literal["causal", "self"]
+TargetSpan = Literal["rest", "next"]
+TARGET_SPANS: tuple[str, ...] = ("rest", "next")
 
 MIN_TEMPERATURE = 0.01
 MAX_TEMPERATURE = 1.0
@@ -90,6 +92,10 @@ class LEARNConfig:
     # Two-stage sampling. Off by default: the paper samples on its long industrial sequences only,
     # "no sampling strategy" on the (short) leave-one-out Amazon data; then every position is used.
     sampling: bool = False
+    # How much of the sequence after the split point is the target: "next" (only the item right after it:
+    # the paper's Amazon setting, where it notes that item towers (a) and (b) coincide because the target
+    # is one item) or "rest" (everything after it, like the paper's industrial month of targets).
+    target_span: TargetSpan = "next"
     # First-stage (uniform) length caps. The paper's industrial 80 / 40 exceed max_len; 40 / 20 keep
     # their 2:1 ratio within it.
     history_cap: int = 40
@@ -120,6 +126,8 @@ class LEARNConfig:
             raise ValueError("dropout must be in [0, 1)")
         if self.item_tower not in ITEM_TOWERS:
             raise ValueError(f"item_tower must be one of {ITEM_TOWERS}, got {self.item_tower!r}")
+        if self.target_span not in TARGET_SPANS:
+            raise ValueError(f"target_span must be one of {TARGET_SPANS}, got {self.target_span!r}")
         if not MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE:
             raise ValueError(f"temperature must be in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}]")
         if self.sampling and (self.history_cap > self.max_len or self.target_cap > self.max_len):

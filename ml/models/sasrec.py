@@ -22,10 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
+
+LRSchedule = Literal["constant", "cosine"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,10 @@ class SASRecConfig:
     max_len: int = 50
     dropout: float = 0.2
     lr: float = 1e-3
+    # "cosine": linear warmup over warmup_steps, then cosine decay to 0 at max_epochs (stepped per batch);
+    # "constant": lr throughout. Early stopping still picks the epoch on validation either way.
+    lr_schedule: LRSchedule = "constant"
+    warmup_steps: int = 0
     weight_decay: float = 0.0
     batch_size: int = 256
     eval_batch_size: int = 1024  # users scored at once during validation (memory: batch x n_items floats)
@@ -56,6 +63,10 @@ class SASRecConfig:
             raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by n_heads ({self.n_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            raise ValueError("warmup_steps must be >= 0")
 
 
 def left_pad(histories: Sequence[np.ndarray], max_len: int) -> torch.Tensor:

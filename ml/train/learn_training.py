@@ -13,11 +13,8 @@ torch generator for batch order and a numpy generator for splits and sampling.
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
@@ -27,14 +24,12 @@ from ml.data.sequences import SequenceData
 from ml.encoders.device import resolve_device
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.models.learn import LEARN, LEARNConfig, right_pad
+from ml.train.early_stopping import EpochCallback, fit_with_early_stopping
 from ml.train.learn_loss import LEARNExample, dense_all_action_loss, make_example
-from ml.train.sasrec_training import bucketed_batches
+from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
+from ml.train.schedules import cosine_schedule
 
 logger = logging.getLogger(__name__)
-
-SELECTION_METRIC = "ndcg@10"
-
-EpochCallback = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
@@ -117,17 +112,6 @@ def batch_loss(model: LEARN, batch: LEARNBatch, log_q: torch.Tensor | None = Non
                                  model.temperature, target_log_q)
 
 
-def cosine_schedule(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
-    """LR multiplier per step: linear warmup to 1 over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
-    def multiplier(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return multiplier
-
-
 def _optimizer(model: LEARN, config: LEARNConfig) -> torch.optim.AdamW:
     # BERT's recipe: decay matrices only; biases, LayerNorm weights (1-d) and the temperature (0-d) are exempt.
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
@@ -185,44 +169,24 @@ def train_learn(
     model = LEARN(content, config).to(device)
     log_q = item_log_frequency(sequences, data.n_items).to(device) if config.logq_correction else None
     optimizer = _optimizer(model, config)
-    # The number of batches per epoch depends only on the number of sequences, not on their lengths.
-    steps_per_epoch = len(bucketed_batches(torch.zeros(len(sequences)), config.batch_size, torch.Generator()))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_schedule(steps_per_epoch * config.max_epochs, config.warmup_steps)
-    )
+    total_steps = batches_per_epoch(len(sequences), config.batch_size) * config.max_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(total_steps, config.warmup_steps))
     valid_histories, valid_targets = data.history("valid")
     logger.info(
         "LEARN on %s: %d items (content dim %d), %d training sequences, item tower %s, sampling %s, device %s",
         data.dataset, data.n_items, content.shape[1], len(sequences), config.item_tower, config.sampling, device,
     )
 
-    history: list[dict[str, float]] = []
-    best_score, best_epoch, best_valid = -1.0, 0, {}
-    best_state = copy.deepcopy(model.state_dict())
-    for epoch in range(1, config.max_epochs + 1):
-        started = time.perf_counter()
+    def train_epoch() -> dict[str, float]:
         loss = _train_epoch(model, optimizer, scheduler, sequences, config, rng, generator, log_q)
-        record: dict[str, float] = {
-            "epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started,
-            "temperature": float(model.temperature.detach()), "lr": scheduler.get_last_lr()[0],
-        }
-        started = time.perf_counter()
-        with model.cached_items():
-            valid = evaluate_model(model.score, valid_histories, valid_targets, config.eval_batch_size, DEFAULT_KS)
-        record.update({f"valid_{name}": value for name, value in valid.metrics.items()})
-        record["eval_seconds"] = time.perf_counter() - started
-        if valid.metrics[SELECTION_METRIC] > best_score:
-            best_score, best_epoch, best_valid = valid.metrics[SELECTION_METRIC], epoch, valid.metrics
-            best_state = copy.deepcopy(model.state_dict())
-        history.append(record)
-        logger.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items() if k != "epoch"})
-        if on_epoch is not None:
-            on_epoch(epoch, record)
-        if epoch - best_epoch >= config.patience:
-            logger.info("early stop after epoch %d: best %s %.4f at epoch %d", epoch, SELECTION_METRIC, best_score,
-                        best_epoch)
-            break
+        return {"loss": loss, "temperature": float(model.temperature.detach()), "lr": scheduler.get_last_lr()[0]}
 
-    model.load_state_dict(best_state)
-    model.eval()
-    return LEARNResult(model=model, config=config, best_epoch=best_epoch, best_valid=best_valid, history=history)
+    def validate() -> dict[str, float]:
+        with model.cached_items():
+            return evaluate_model(model.score, valid_histories, valid_targets, config.eval_batch_size,
+                                  DEFAULT_KS).metrics
+
+    outcome = fit_with_early_stopping(model, train_epoch, validate, config.max_epochs, config.patience,
+                                      on_epoch=on_epoch, name="LEARN")
+    return LEARNResult(model=model, config=config, best_epoch=outcome.best_epoch, best_valid=outcome.best_valid,
+                       history=outcome.history)

@@ -11,10 +11,8 @@ on CUDA, PyTorch's scatter-add kernels may still differ in the last bits between
 
 from __future__ import annotations
 
-import copy
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,12 +23,10 @@ from ml.data.sequences import SequenceData
 from ml.encoders.device import resolve_device
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.models.sasrec import SASRec, SASRecConfig
+from ml.train.early_stopping import EpochCallback, fit_with_early_stopping
+from ml.train.schedules import constant_schedule, cosine_schedule
 
 logger = logging.getLogger(__name__)
-
-SELECTION_METRIC = "ndcg@10"
-
-EpochCallback = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
@@ -80,6 +76,13 @@ def bucketed_batches(
     return [batches[index] for index in torch.randperm(len(batches), generator=generator).tolist()]
 
 
+def batches_per_epoch(n_rows: int, batch_size: int, bucket_batches: int = 32) -> int:
+    """How many batches `bucketed_batches` cuts `n_rows` rows into (it depends on the count only, not the lengths)."""
+    bucket = batch_size * bucket_batches
+    full, rest = divmod(n_rows, bucket)
+    return full * bucket_batches + -(-rest // batch_size)
+
+
 def _train_epoch(
     model: SASRec,
     optimizer: torch.optim.Optimizer,
@@ -87,6 +90,7 @@ def _train_epoch(
     targets: torch.Tensor,
     batch_size: int,
     generator: torch.Generator,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> float:
     """One pass over the shuffled training sequences; returns the mean loss per predicted position."""
     model.train()
@@ -103,6 +107,7 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        scheduler.step()
         positions = int(real.sum())
         total_loss += float(loss.detach()) * positions
         total_positions += positions
@@ -122,36 +127,26 @@ def train_sasrec(
         raise ValueError("no user has two or more training items: nothing to train on")
     model = SASRec(data.n_items, config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.lr_schedule == "cosine":
+        total_steps = batches_per_epoch(len(inputs), config.batch_size) * config.max_epochs
+        multiplier = cosine_schedule(total_steps, config.warmup_steps)
+    else:
+        multiplier = constant_schedule
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
     valid_histories, valid_targets = data.history("valid")
     logger.info(
         "SASRec on %s: %d items, %d training sequences, %d positions, device %s",
         data.dataset, data.n_items, len(inputs), int((targets != 0).sum()), device,
     )
 
-    history: list[dict[str, float]] = []
-    best_score, best_epoch, best_valid = -1.0, 0, {}
-    best_state = copy.deepcopy(model.state_dict())
-    for epoch in range(1, config.max_epochs + 1):
-        started = time.perf_counter()
-        loss = _train_epoch(model, optimizer, inputs, targets, config.batch_size, generator)
-        record: dict[str, float] = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - started}
-        if epoch % config.eval_every == 0 or epoch == config.max_epochs:
-            started = time.perf_counter()
-            valid = evaluate_model(model.score, valid_histories, valid_targets, config.eval_batch_size, DEFAULT_KS)
-            record.update({f"valid_{name}": value for name, value in valid.metrics.items()})
-            record["eval_seconds"] = time.perf_counter() - started
-            if valid.metrics[SELECTION_METRIC] > best_score:
-                best_score, best_epoch, best_valid = valid.metrics[SELECTION_METRIC], epoch, valid.metrics
-                best_state = copy.deepcopy(model.state_dict())
-        history.append(record)
-        logger.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items() if k != "epoch"})
-        if on_epoch is not None:
-            on_epoch(epoch, record)
-        if best_epoch and epoch - best_epoch >= config.patience:
-            logger.info("early stop after epoch %d: best %s %.4f at epoch %d", epoch, SELECTION_METRIC, best_score,
-                        best_epoch)
-            break
+    def train_epoch() -> dict[str, float]:
+        loss = _train_epoch(model, optimizer, inputs, targets, config.batch_size, generator, scheduler)
+        return {"loss": loss, "lr": scheduler.get_last_lr()[0]}
 
-    model.load_state_dict(best_state)
-    model.eval()
-    return SASRecResult(model=model, config=config, best_epoch=best_epoch, best_valid=best_valid, history=history)
+    def validate() -> dict[str, float]:
+        return evaluate_model(model.score, valid_histories, valid_targets, config.eval_batch_size, DEFAULT_KS).metrics
+
+    outcome = fit_with_early_stopping(model, train_epoch, validate, config.max_epochs, config.patience,
+                                      config.eval_every, on_epoch, name="SASRec")
+    return SASRecResult(model=model, config=config, best_epoch=outcome.best_epoch, best_valid=outcome.best_valid,
+                        history=outcome.history)

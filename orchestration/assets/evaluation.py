@@ -20,11 +20,12 @@ from pydantic import Field
 
 from ml.data.sequences import load_sequences
 from ml.data.warehouse import replace_dataset_rows
-from ml.evaluate.ranking import evaluate_model
+from ml.evaluate.ranking import evaluate_model, evaluate_protocols
 from ml.evaluate.report import (
     ModelReport,
     plot_recall_curves,
     png_markdown,
+    protocols_table_markdown,
     results_json,
     results_table_markdown,
     select_best,
@@ -35,13 +36,13 @@ from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slic
 from ml.models.checkpoints import load_checkpoint, supports_retrieval
 from ml.models.learn import LEARN
 from ml.tracking.mlflow_store import log_metrics, register_best_model
+from ml.train.early_stopping import SELECTION_METRIC
 from orchestration.assets.training import MODEL_NAMES, POPULARITY, learn_model, popularity_model, sasrec_model
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
 
 RESULTS_FILE = "results.json"
 CURVES_FILE = "recall_curves.png"
-SELECTION_METRIC = "ndcg@10"
 METRICS_TABLE = "evaluation.model_metrics"
 
 
@@ -61,6 +62,11 @@ class EvaluationConfig(dg.Config):
         """The slice definitions."""
         return SliceConfig(head_share=self.head_share, cold_max_count=self.cold_max_count,
                            short_history_max=self.short_history_max)
+
+
+def _protocol(mask_history: bool) -> str:
+    """The name of an evaluation protocol, as used in metric names."""
+    return "history_masked" if mask_history else "history_unmasked"
 
 
 def registered_model_name(dataset: str) -> str:
@@ -118,12 +124,14 @@ def model_evaluation(
         with model.cached_items() if isinstance(model, LEARN) else nullcontext():
             valid = evaluate_model(model.score, valid_histories, valid_targets, config.batch_size,
                                    mask_history=config.mask_history)
-            test = evaluate_model(model.score, test_histories, test_targets, config.batch_size,
-                                  mask_history=config.mask_history)
+            # Test under both protocols from one scoring pass; the configured one is the headline.
+            both = evaluate_protocols(model.score, test_histories, test_targets, config.batch_size)
+        test, other = both[config.mask_history], both[not config.mask_history]
         slices = slice_metrics(test.ranks, masks)
         info = checkpoint.manifest["info"]
         run_id = info["mlflow_run_id"]
         log_metrics(store, run_id, test.metrics, prefix="test_")
+        log_metrics(store, run_id, other.metrics, prefix=f"test_{_protocol(not config.mask_history)}_")
         for slice_name, metrics in slices.items():
             log_metrics(store, run_id, metrics, prefix=f"test_{slice_name}_")
         context.log.info("%s valid %s test %s", name, {k: round(v, 4) for k, v in valid.metrics.items()},
@@ -131,7 +139,8 @@ def model_evaluation(
         reports.append(ModelReport(
             model=name, valid=valid.metrics, test=test.metrics, slices=slices, test_ranks=test.ranks,
             extra={"checkpoint_version": checkpoint.version, "mlflow_run_id": run_id,
-                   "mlflow_model_uri": info["mlflow_model_uri"], "best_epoch": info["best_epoch"]},
+                   "mlflow_model_uri": info["mlflow_model_uri"], "best_epoch": info["best_epoch"],
+                   f"test_{_protocol(not config.mask_history)}": other.metrics},
         ))
         if supports_retrieval(model):
             retrieval_models.append(name)
@@ -146,6 +155,8 @@ def model_evaluation(
     )
     results = results_json(dataset, reports, best.model)
     results["table_markdown"] = results_table_markdown(reports)
+    results["protocols_markdown"] = protocols_table_markdown(
+        reports, _protocol(config.mask_history), f"test_{_protocol(not config.mask_history)}")
     results["selection"] = {
         "metric": f"valid_{SELECTION_METRIC}", "model": best.model, "registered_model": registered_model_name(dataset),
         "registered_version": registry_version, "popularity_valid": popularity.valid[SELECTION_METRIC],
@@ -161,6 +172,7 @@ def model_evaluation(
                              "metric varchar not null, value double not null, users integer not null")
     return dg.MaterializeResult(metadata={
         "results_table": dg.MetadataValue.md(results["table_markdown"]),
+        "protocols_table": dg.MetadataValue.md(results["protocols_markdown"]),
         "slices_recall@10": dg.MetadataValue.md(slices_table_markdown(reports, "recall@10")),
         "recall_curves": dg.MetadataValue.md(png_markdown(plot, "test recall@k per model")),
         "selected_model": best.model,

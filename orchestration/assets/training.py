@@ -18,6 +18,7 @@ from pydantic import Field
 
 from ml.data.embedding_store import read_embeddings
 from ml.data.sequences import SequenceData, load_sequences
+from ml.data.versioned import NoCurrentVersion
 from ml.evaluate.ranking import evaluate_model
 from ml.evaluate.report import plot_training_curve, png_markdown
 from ml.models.checkpoints import Checkpoint, TrainedModule, save_checkpoint
@@ -55,6 +56,8 @@ class SASRecTrainingConfig(dg.Config):
     max_len: int = 50
     dropout: float = 0.2
     lr: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
     batch_size: int = 256
     max_epochs: int = Field(default=20, description="Upper bound; early stopping on validation NDCG@10 ends sooner.")
     patience: int = 3
@@ -85,6 +88,9 @@ class LEARNTrainingConfig(dg.Config):
     zero_init_residual: bool = True
     logq_correction: bool = False
     sampling: bool = Field(default=False, description="Two-stage sampling (the paper's industrial setting).")
+    target_span: Literal["rest", "next"] = Field(
+        default="next", description="Target = only the item after the split point (next: the paper's Amazon "
+        "setting) or every item after it (rest: its industrial one).")
     n_history_samples: int = 10
     n_target_samples: int = 10
     lr: float = 1e-3
@@ -217,7 +223,12 @@ def learn_model(
     """LEARN's PAL twin tower over frozen content embeddings, dense all-action loss (epoch chosen on validation)."""
     data = _load(warehouse, context.partition_key)
     content_name = {"item_text": ITEM_TEXT, "item_llm": ITEM_LLM}[config.content]
-    stored = read_embeddings(artifacts.embeddings_root(), data.dataset, content_name)
+    try:
+        stored = read_embeddings(artifacts.embeddings_root(), data.dataset, content_name)
+    except NoCurrentVersion as missing:
+        raise dg.Failure(f"no published {content_name} embeddings for {data.dataset}: materialize them first "
+                         f"({content_name} is published once every item is encoded; see its left_for_later_runs)"
+                         ) from missing
     if stored.ids != data.item_ids:
         raise ValueError(f"{content_name} embeddings of {data.dataset} ({stored.path}) do not cover exactly the "
                          "interaction vocabulary; rematerialize them")

@@ -180,3 +180,26 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     # first one is kept for rollback.
     rerun_index = _metadata(second, "published_index")
     assert list_versions(artifacts / "indexes", DATASET) == [index["version"], rerun_index["version"]]
+
+    # A budget smaller than what is missing encodes that much, keeps the published item_llm version, and
+    # the next unbounded run completes the set (the same vectors, up to batching round-off).
+    published_llm = before["embedding_versions"]["item_llm"]
+    llm_model_id = _metadata(first, "item_llm_embeddings")["model_id"]
+    with duckdb.connect(str(warehouse_path)) as con:
+        con.execute("delete from enrichment.text_embeddings where model_id = ? and text_hash in (select text_hash "
+                    "from enrichment.text_embeddings where model_id = ? order by text_hash limit 12)",
+                    [llm_model_id, llm_model_id])
+    resources = pipeline_resources(str(warehouse_path), registry_path(), artifacts)
+    partial = dg.materialize([item_llm_embeddings], partition_key=DATASET, resources=resources, run_config={
+        "ops": {"item_llm_embeddings": {"config": {"max_length": 16, "batch_size": 16, "max_new_texts": 5}}}})
+    assert partial.success
+    meta = _metadata(partial, "item_llm_embeddings")
+    assert (meta["complete"], meta["encoded"], meta["left_for_later_runs"]) == (False, 5, 7)
+    assert embeddings_folder(artifacts / "embeddings", DATASET, "item_llm").current() == published_llm
+    done = dg.materialize([item_llm_embeddings], partition_key=DATASET, resources=resources, run_config={
+        "ops": {"item_llm_embeddings": {"config": {"max_length": 16, "batch_size": 16, "max_new_texts": None}}}})
+    meta = _metadata(done, "item_llm_embeddings")
+    assert (meta["complete"], meta["encoded"], meta["left_for_later_runs"]) == (True, 7, 0)
+    completed = read_embeddings(artifacts / "embeddings", DATASET, "item_llm")
+    assert completed.path.name == meta["version"] and completed.ids == llm.ids
+    np.testing.assert_allclose(completed.vectors, llm.vectors, atol=1e-4)

@@ -10,7 +10,8 @@ from ml.data.sequences import SequenceData
 from ml.evaluate.ranking import evaluate_model
 from ml.models.learn import LEARN, LEARNConfig, right_pad
 from ml.train.learn_loss import LEARNExample
-from ml.train.learn_training import batch_loss, collate, cosine_schedule, train_learn
+from ml.train.learn_training import batch_loss, collate, train_learn
+from ml.train.schedules import cosine_schedule
 
 N_ITEMS, CONTENT_DIM = 12, 16
 # Structural tests need the Transformer layers to act from the start: random (not zero) residual branches.

@@ -77,7 +77,7 @@ def test_weighted_positions_prefer_recent_items_without_replacement() -> None:
 
 def test_make_example_uses_every_position_without_sampling() -> None:
     rng = np.random.default_rng(0)
-    config = LEARNConfig.cpu_default(max_len=6)
+    config = LEARNConfig.cpu_default(max_len=6, target_span="rest")
     seq = np.arange(1, 21)
     for _ in range(50):
         example = make_example(seq, rng, config)
@@ -87,10 +87,28 @@ def test_make_example_uses_every_position_without_sampling() -> None:
         assert example.target_positions.tolist() == list(range(len(example.target)))
 
 
+@pytest.mark.parametrize("sampling", [False, True])
+def test_a_next_item_target_is_the_one_item_after_the_split(sampling: bool) -> None:
+    rng = np.random.default_rng(0)
+    config = LEARNConfig.cpu_default(max_len=8, target_span="next", sampling=sampling, history_cap=8, target_cap=8)
+    seq = np.arange(1, 31)
+    lengths = set()
+    for _ in range(200):
+        example = make_example(seq, rng, config)
+        assert len(example.target) == 1 and example.target_positions.tolist() == [0]
+        # The target is the item right after the last history item (sampling may thin the history out).
+        assert example.target[0] == example.history[-1] + 1 or sampling
+        assert example.history.max() < example.target[0]
+        lengths.add(len(example.history))
+    assert len(lengths) > 3  # the split point still moves
+    with pytest.raises(ValueError, match="target_span"):
+        LEARNConfig.cpu_default(target_span="all")
+
+
 def test_make_example_samples_in_two_stages() -> None:
     rng = np.random.default_rng(0)
     config = LEARNConfig.cpu_default(sampling=True, max_len=12, history_cap=12, target_cap=6, n_history_samples=4,
-                                     n_target_samples=3)
+                                     n_target_samples=3, target_span="rest")
     seq = np.arange(1, 201)
     for _ in range(50):
         example = make_example(seq, rng, config)

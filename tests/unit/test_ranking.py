@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ml.evaluate.ranking import evaluate_model, ranking_metrics, ranks_from_scores
+from ml.evaluate.ranking import evaluate_model, evaluate_protocols, ranking_metrics, ranks_from_scores
 
 
 def test_ties_count_against_the_model() -> None:
@@ -79,3 +79,25 @@ def test_evaluate_model_batches_and_keeps_user_order() -> None:
     masked = evaluate_model(score_fn, histories, targets, batch_size=2, mask_history=True)
     assert (masked.ranks <= result.ranks).all()
     assert masked.ranks.tolist() == ranks_from_scores(table[[by_first[int(h[0])] for h in histories]], targets, histories).tolist()
+
+
+def test_both_protocols_come_from_one_scoring_pass() -> None:
+    # Two users; user 0 has seen item 1 (its top score), user 1 has seen items 2 and 4.
+    table = torch.tensor([[0.0, 0.9, 0.2, 0.5, 0.7], [0.0, 0.1, 0.8, 0.3, 0.6]])
+    histories = [np.array([1]), np.array([2, 4])]
+    calls: list[int] = []
+
+    def score_fn(batch: list[np.ndarray]) -> torch.Tensor:
+        calls.append(len(batch))
+        return table[[0 if len(h) == 1 else 1 for h in batch]]
+
+    both = evaluate_protocols(score_fn, histories, np.array([3, 3]))
+    assert calls == [2]
+    # Unmasked: user 0's item 3 (0.5) is below items 1 and 4 -> rank 3; user 1's (0.3) below 2 and 4 -> 3.
+    assert both[False].ranks.tolist() == [3, 3]
+    # Masked: the seen items drop out -> user 0 rank 2 (item 4 is still above), user 1 rank 1.
+    assert both[True].ranks.tolist() == [2, 1]
+    assert evaluate_model(score_fn, histories, np.array([3, 3]), mask_history=True).metrics == both[True].metrics
+    assert set(evaluate_protocols(score_fn, histories, np.array([3, 3]), protocols=(True,))) == {True}
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate_protocols(score_fn, histories, np.array([3, 3]), protocols=())

@@ -134,3 +134,27 @@ def test_bucketed_batches_cover_every_row_once_with_similar_lengths() -> None:
     assert widths.mean() < 0.8 * float(lengths.max())
     again = bucketed_batches(lengths, 10, torch.Generator().manual_seed(0), bucket_batches=10)
     assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+@pytest.mark.parametrize(("n_rows", "batch_size", "bucket_batches"), [(1000, 10, 10), (1003, 10, 10), (7, 4, 32),
+                                                                      (22363, 128, 32), (0, 8, 2)])
+def test_batches_per_epoch_counts_what_bucketing_cuts(n_rows: int, batch_size: int, bucket_batches: int) -> None:
+    from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
+
+    cut = bucketed_batches(torch.ones(n_rows), batch_size, torch.Generator().manual_seed(0), bucket_batches)
+    assert batches_per_epoch(n_rows, batch_size, bucket_batches) == len(cut)
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero_by_the_last_epoch() -> None:
+    rng = np.random.default_rng(0)
+    data = SequenceData(dataset="toy", item_ids=[str(i) for i in range(20)], user_ids=[str(u) for u in range(40)],
+                        train=[rng.integers(1, 21, size=6) for _ in range(40)],
+                        valid_targets=rng.integers(1, 21, size=40), test_targets=rng.integers(1, 21, size=40))
+    config = SASRecConfig(hidden_dim=8, n_layers=1, n_heads=1, max_len=8, batch_size=16, max_epochs=3, patience=3,
+                          lr_schedule="cosine", lr=1e-2)
+    lrs = [record["lr"] for record in train_sasrec(data, config).history]
+    assert lrs[0] < 1e-2 and lrs[1] < lrs[0] and lrs[2] == pytest.approx(0.0, abs=1e-12)
+    constant = train_sasrec(data, SASRecConfig(**{**config.__dict__, "lr_schedule": "constant"}))
+    assert [record["lr"] for record in constant.history] == [1e-2] * 3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        SASRecConfig(lr_schedule="step")  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from ml.encoders.cache import EMBEDDING_TABLE, encode_cached
+from ml.encoders.cache import EMBEDDING_TABLE, encode_cached, fill_cache, read_cached
 from ml.encoders.sentence import SentenceEncoder, packaged_minilm_dir
 
 
@@ -41,3 +41,20 @@ def test_cache_encodes_each_text_once(encoder: SentenceEncoder, tmp_path: Path) 
     changed = encode_cached(con, encoder, ["lipstick", "eyeliner"])
     assert (changed.encoded, changed.reused) == (1, 1)
     assert con.execute(f"select count(*) from {EMBEDDING_TABLE}").fetchone() == (4,)
+
+
+def test_a_budgeted_fill_encodes_the_first_missing_texts_and_resumes(encoder: SentenceEncoder, tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "cache.duckdb"))
+    texts = ["toner", "serum", "toner", "sunscreen", "cleanser"]
+    first = fill_cache(con, encoder, texts, max_new=2)
+    assert (first.encoded, first.reused, first.left) == (2, 0, 2)
+    with pytest.raises(ValueError, match="2 of 5 texts have no cached"):
+        read_cached(con, encoder, texts)
+    # The first two distinct texts, in request order, are the ones encoded.
+    assert read_cached(con, encoder, ["toner", "serum"]).shape == (2, 384)
+    second = fill_cache(con, encoder, texts, max_new=10)
+    assert (second.encoded, second.reused, second.left) == (2, 2, 0)
+    assert np.allclose(read_cached(con, encoder, texts), encoder.encode(texts), atol=1e-6)
+    assert fill_cache(con, encoder, texts, max_new=0) == fill_cache(con, encoder, texts)
+    with pytest.raises(ValueError, match="max_new"):
+        fill_cache(con, encoder, texts, max_new=-1)

@@ -1,0 +1,77 @@
+"""The epoch loop every trained model shares: train, validate, keep the best weights, stop when patience runs out.
+
+Selection is on validation only (NDCG@10 by default); the test split never reaches this loop. The best
+state is copied on the CPU side of `state_dict()` each time validation improves and loaded back at the
+end, so the caller gets the selected epoch's model in eval mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+SELECTION_METRIC = "ndcg@10"
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class EarlyStoppingOutcome:
+    """Which epoch was kept, its validation metrics, and one record per epoch run."""
+
+    best_epoch: int
+    best_valid: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def fit_with_early_stopping(
+    model: nn.Module,
+    train_epoch: Callable[[], dict[str, float]],
+    validate: Callable[[], dict[str, float]],
+    max_epochs: int,
+    patience: int,
+    eval_every: int = 1,
+    on_epoch: EpochCallback | None = None,
+    selection_metric: str = SELECTION_METRIC,
+    name: str = "model",
+) -> EarlyStoppingOutcome:
+    """Run up to `max_epochs` epochs; keep the weights of the best validation `selection_metric`.
+
+    `train_epoch()` trains one epoch and returns its record (at least "loss"); `validate()` returns the
+    validation metrics, which are added to the record as valid_<metric>. Validation runs every
+    `eval_every` epochs and after the last one; training stops once `patience` epochs have passed
+    without a better score. The model ends in eval mode with the best weights loaded.
+    """
+    history: list[dict[str, float]] = []
+    best_score, best_epoch, best_valid = float("-inf"), 0, {}
+    best_state = copy.deepcopy(model.state_dict())
+    for epoch in range(1, max_epochs + 1):
+        started = time.perf_counter()
+        record: dict[str, float] = {"epoch": epoch, **train_epoch()}
+        record["seconds"] = time.perf_counter() - started
+        if epoch % eval_every == 0 or epoch == max_epochs:
+            started = time.perf_counter()
+            valid = validate()
+            record.update({f"valid_{metric}": value for metric, value in valid.items()})
+            record["eval_seconds"] = time.perf_counter() - started
+            if valid[selection_metric] > best_score:
+                best_score, best_epoch, best_valid = valid[selection_metric], epoch, valid
+                best_state = copy.deepcopy(model.state_dict())
+        history.append(record)
+        logger.info("%s epoch %d: %s", name, epoch, {k: round(v, 4) for k, v in record.items() if k != "epoch"})
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+        if best_epoch and epoch - best_epoch >= patience:
+            logger.info("%s: early stop after epoch %d, best %s %.4f at epoch %d", name, epoch, selection_metric,
+                        best_score, best_epoch)
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return EarlyStoppingOutcome(best_epoch=best_epoch, best_valid=best_valid, history=history)

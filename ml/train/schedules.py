@@ -1,0 +1,22 @@
+"""Learning-rate schedules shared by the trainers (stepped once per batch)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+
+def cosine_schedule(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
+    """LR multiplier per step: linear warmup to 1 over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return multiplier
+
+
+def constant_schedule(step: int) -> float:
+    """LR multiplier 1 at every step (no schedule)."""
+    return 1.0
