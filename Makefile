@@ -12,14 +12,31 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DO_NOT_TRACK ?= 1
 # Empty = the registry's default dataset (amazon-beauty).
 DATASET ?=
+# Empty = the quick CPU training defaults; PRESET=converged trains until validation stalls.
+PRESET ?=
 
 .PHONY: install prepare run backfill dev test lint benchmark clean
 
-# Install into the virtual environment once, and again whenever pyproject.toml changes.
-$(BIN)/.installed: pyproject.toml
+# llama-cpp-python compiles from source. A native build (-march=native) on a CPU that reports AMX runs
+# llama.cpp's AMX kernels, and on these VMs the AMX instructions fault (SIGILL on the first prompt), so
+# it is built for AVX2 instead, once per version, into a wheel folder outside the project (pip's own
+# wheel cache cannot tell builds with different flags apart), and installed from there.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CPP_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+LLAMA_CPP_WHEELS ?= $(HOME)/.cache/llmrec/llama-cpp-python-$(LLAMA_CPP_VERSION)-avx2
+
+$(LLAMA_CPP_WHEELS)/.built:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(BIN)/pip wheel --quiet --no-deps --no-cache-dir \
+		--no-binary llama-cpp-python -w $(LLAMA_CPP_WHEELS) "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	@touch $@
+
+# Install into the virtual environment once, and again whenever pyproject.toml or the llama.cpp build changes.
+$(BIN)/.installed: pyproject.toml $(LLAMA_CPP_WHEELS)/.built
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps --force-reinstall $(LLAMA_CPP_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(BIN)/pip install --quiet --find-links $(LLAMA_CPP_WHEELS) -e '.[dev]'
 	@touch $@
 
 install: $(BIN)/.installed
@@ -30,7 +47,7 @@ prepare: install
 
 # Main job: materialize the whole asset graph for one dataset and print where the results are.
 run: prepare
-	$(BIN)/python -m orchestration.cli run $(if $(DATASET),--dataset $(DATASET))
+	$(BIN)/python -m orchestration.cli run $(if $(DATASET),--dataset $(DATASET)) $(if $(PRESET),--preset $(PRESET))
 
 # Backfill: the whole graph for every registered dataset, one partition after another.
 backfill: prepare

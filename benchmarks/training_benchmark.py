@@ -3,11 +3,13 @@
 Reads what the pipeline already built: the split (`marts.user_sequences` in the warehouse) and the
 frozen content embeddings of the embedding store (`make run` or the Dagster UI materializes them).
 Every model is trained with the defaults of its Dagster training asset (`SASRecTrainingConfig`,
-`LEARNTrainingConfig`), selected on validation NDCG@10, and scored once on test by the same evaluator
-the evaluation asset uses. Nothing is written to the pipeline's checkpoints or MLflow store; the
-results go to stdout and, with --out, to a JSON file.
+`LEARNTrainingConfig`), or a named preset of them (`TRAINING_PRESETS`), selected on validation
+NDCG@10, and scored once on test by the same evaluator the evaluation asset uses, under both
+protocols (history items ranked, as in the papers, and removed). Nothing is written to the
+pipeline's checkpoints or MLflow store; the results go to stdout and, with --out, to a JSON file.
 
     .venv/bin/python -m benchmarks.training_benchmark --dataset amazon-beauty
+    .venv/bin/python -m benchmarks.training_benchmark --preset converged --threads 1   # train until validation stalls
     .venv/bin/python -m benchmarks.training_benchmark --learn-set max_epochs=20 --learn-set hidden_dim=768 \\
         --learn-set n_layers=12 --learn-set n_heads=12     # the paper's BERT-base PAL (GPU)
 """
@@ -35,7 +37,7 @@ from ml.models.learn import LEARN
 from ml.models.popularity import PopularityModel
 from ml.train.learn_training import train_learn
 from ml.train.sasrec_training import train_sasrec
-from orchestration.assets.training import LEARNTrainingConfig, SASRecTrainingConfig
+from orchestration.assets.training import TRAINING_PRESETS, LEARNTrainingConfig, SASRecTrainingConfig
 from orchestration.resources import WAREHOUSE_ENV, data_dir
 
 logger = logging.getLogger("benchmarks.training")
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="amazon-beauty")
     parser.add_argument("--models", nargs="+", default=["popularity", "sasrec", "learn"],
                         choices=["popularity", "sasrec", "learn"])
+    parser.add_argument("--preset", default="quick", choices=sorted(TRAINING_PRESETS),
+                        help="training preset applied before the --*-set overrides (quick = the asset defaults)")
     parser.add_argument("--sasrec-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a SASRecTrainingConfig field")
     parser.add_argument("--learn-set", action="append", default=[], metavar="KEY=VALUE",
@@ -88,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     with duckdb.connect(os.environ.get(WAREHOUSE_ENV, str(data_dir() / "warehouse" / "llmrec.duckdb")),
                         read_only=True) as con:
         data = load_sequences(con, args.dataset)
-    sasrec_config = SASRecTrainingConfig(**_overrides(args.sasrec_set))
-    learn_config = LEARNTrainingConfig(**_overrides(args.learn_set))
+    preset = TRAINING_PRESETS[args.preset]
+    sasrec_config = SASRecTrainingConfig(**{**preset.get("sasrec_model", {}), **_overrides(args.sasrec_set)})
+    learn_config = LEARNTrainingConfig(**{**preset.get("learn_model", {}), **_overrides(args.learn_set)})
     reports: list[ModelReport] = []
     for name in args.models:
         if name == "popularity":
@@ -117,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(report)
         logger.info("%s: test %s (%s)", name, {k: round(v, 4) for k, v in report.test.items()}, report.extra)
 
-    lines = [f"{args.dataset}: {data.n_users} users, {data.n_items} items; torch threads {torch.get_num_threads()}",
+    lines = [f"{args.dataset}: {data.n_users} users, {data.n_items} items; torch threads {torch.get_num_threads()}; "
+             f"preset {args.preset}",
              "test, history items ranked (the papers' protocol):", results_table_markdown(reports), "",
              protocols_table_markdown(reports, "history_unmasked", "test_history_masked"), "",
              "| model | train s | eval s | best epoch | epochs run |", "|---|---|---|---|---|"]

@@ -23,6 +23,7 @@ from ml.index.recommend import load_current, recommend
 from ml.models.checkpoints import history_encoder, load_checkpoint
 from orchestration.assets.evaluation import RESULTS_FILE
 from orchestration.assets.summary import HEADLINE_COLUMNS
+from orchestration.assets.training import TRAINING_PRESETS, preset_run_config
 from orchestration.definitions import defs
 from orchestration.resources import WAREHOUSE_ENV, data_dir, mlflow_dir, registry_path
 
@@ -36,10 +37,12 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
 
-def run_partition(job_name: str, dataset: str, instance: dg.DagsterInstance) -> bool:
-    """Execute a job for one dataset partition in process; True when every step succeeded."""
+def run_partition(job_name: str, dataset: str, instance: dg.DagsterInstance, preset: str = "quick") -> bool:
+    """Execute a job for one dataset partition in process (training `preset`); True when every step succeeded."""
     job = defs.resolve_job_def(job_name)
-    result = job.execute_in_process(partition_key=dataset, instance=instance, raise_on_error=False)
+    run_config = preset_run_config(preset) if job_name == "full_pipeline_job" else {}
+    result = job.execute_in_process(run_config=run_config, partition_key=dataset, instance=instance,
+                                    raise_on_error=False, tags={"training_preset": preset})
     if not result.success:
         failed = [event.step_key for event in result.all_events if event.is_step_failure]
         logger.error("run %s for %s failed at steps %s", result.run_id, dataset, failed)
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="materialize the whole graph for one dataset")
     run.add_argument("--dataset", default=registry.default_dataset, choices=registry.names)
     run.add_argument("--job", default="full_pipeline_job", choices=JOB_NAMES)
+    run.add_argument("--preset", default="quick", choices=sorted(TRAINING_PRESETS),
+                     help="training settings: quick (the CPU defaults) or converged (train until validation stalls)")
     backfill = commands.add_parser("backfill", help="materialize the whole graph for several datasets")
     backfill.add_argument("--datasets", nargs="*", default=registry.names, choices=registry.names)
     backfill.add_argument("--job", default="full_pipeline_job", choices=JOB_NAMES)
@@ -136,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
     datasets = [args.dataset] if args.command == "run" else args.datasets
     instance = _instance()
-    failed = [dataset for dataset in datasets if not run_partition(args.job, dataset, instance)]
+    preset = getattr(args, "preset", "quick")
+    failed = [dataset for dataset in datasets if not run_partition(args.job, dataset, instance, preset)]
     for dataset in datasets:
         if dataset not in failed:
             print_results(dataset)

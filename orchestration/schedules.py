@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from orchestration.assets.training import preset_run_config
 from orchestration.jobs import full_pipeline_job
 from orchestration.resources import DatasetRegistryResource
 
@@ -13,12 +14,15 @@ WEEKLY_RETRAIN_CRON = "0 3 * * 1"  # Mondays 03:00
     cron_schedule=WEEKLY_RETRAIN_CRON,
     job=full_pipeline_job,
     execution_timezone="UTC",
-    description="Rebuild the whole graph for every registered dataset, one run per dataset.",
+    description="Rebuild the whole graph for every registered dataset, one run per dataset, training to "
+    "convergence (the 'converged' training preset).",
 )
 def weekly_full_retrain(context: dg.ScheduleEvaluationContext, registry: DatasetRegistryResource):
-    """One full-pipeline run request per dataset, keyed by the scheduled time."""
+    """One full-pipeline run request per dataset, keyed by the scheduled time, with the converged preset."""
     tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
     for dataset in registry.load().names:
         yield dg.RunRequest(
-            run_key=f"{dataset}@{tick}", partition_key=dataset, tags={"trigger": "weekly_retrain"}
+            run_key=f"{dataset}@{tick}", partition_key=dataset,
+            tags={"trigger": "weekly_retrain", "training_preset": "converged"},
+            run_config=preset_run_config("converged"),
         )

@@ -1,8 +1,8 @@
 """The epoch loop every trained model shares: train, validate, keep the best weights, stop when patience runs out.
 
-Selection is on validation only (NDCG@10 by default); the test split never reaches this loop. The best
-state is copied on the CPU side of `state_dict()` each time validation improves and loaded back at the
-end, so the caller gets the selected epoch's model in eval mode.
+Selection is on validation only (NDCG@10 by default); the test split never reaches this loop. The
+model's `state_dict()` is deep-copied each time validation improves and loaded back at the end, so the
+caller gets the selected epoch's model, in eval mode.
 """
 
 from __future__ import annotations

@@ -50,10 +50,11 @@ class LLMEmbeddingConfig(dg.Config):
     batch_size: int = 8
     device: str = "auto"
     max_new_texts: int | None = Field(
-        default=2048, ge=0,
+        default=1024, ge=0,
         description="Budget of texts to encode per run (the cache keeps them, so runs add up); null = every "
-        "missing text. The set is published once every item is encoded: about 3.5 min per 2,048 texts on 2 CPU "
-        "cores, so amazon-beauty's 12,101 fill over six runs; on a GPU set null and it takes seconds.",
+        "missing text. The set is published once every item is encoded: about 1.8 min per 1,024 texts on 2 CPU "
+        "cores, so amazon-beauty's 12,101 fill over 12 runs (or one run with null, about 21 min); on a GPU set "
+        "null and it takes seconds.",
     )
 
 
@@ -105,13 +106,34 @@ def _item_texts(con: duckdb.DuckDBPyConnection, dataset: str) -> tuple[list[str]
 
 
 def _embed_item_texts(
-    dataset: str, encoder: TextEncoder, name: str, warehouse: WarehouseResource, artifacts: ArtifactStoreResource
+    context: dg.AssetExecutionContext, encoder: TextEncoder, name: str, warehouse: WarehouseResource,
+    artifacts: ArtifactStoreResource, max_new: int | None = None,
 ) -> dg.MaterializeResult:
-    """Encode every interacted item's catalog text with `encoder` and publish the set as `name`."""
+    """Encode every interacted item's catalog text with `encoder` (at most `max_new` new ones) and publish `name`.
+
+    The set is published only once every item has a vector: a partial set would hand the models a
+    catalogue with holes, so when the budget runs out first the current version (if any) stays, the
+    cache keeps this run's work, and the metadata says how much is left.
+    """
+    dataset = context.partition_key
     with warehouse.connect() as con:
         ids, texts = _item_texts(con, dataset)
-        published = _encode_and_publish(con, encoder, artifacts.embeddings_root(), dataset, name, ids, texts)
-    return dg.MaterializeResult(metadata=_metadata(published, encoder))
+        start = time.perf_counter()
+        fill = fill_cache(con, encoder, texts, max_new)
+        seconds = time.perf_counter() - start
+        progress = {"left_for_later_runs": fill.left, "coverage": round(1 - fill.left / len(set(texts)), 4)}
+        if fill.left:
+            context.log.warning("%s %s: %d texts left to encode after this run's budget of %s; materialize again "
+                                "to publish it", dataset, name, fill.left, max_new)
+            return dg.MaterializeResult(metadata={
+                "complete": False, "encoded": fill.encoded, "reused_from_cache": fill.reused, **progress,
+                "model_id": encoder.model_id, "device": encoder.device,
+                "texts_per_second": round(fill.encoded / seconds, 2) if seconds > 0 else 0.0,
+            })
+        encoding = CachedEncoding(read_cached(con, encoder, texts), fill.encoded, fill.reused)
+        folder = write_embeddings(artifacts.embeddings_root(), dataset, name, ids, encoding.vectors, encoder.model_id)
+    published = PublishedEmbeddings(folder, encoding, seconds)
+    return dg.MaterializeResult(metadata={"complete": True, **progress, **_metadata(published, encoder)})
 
 
 @dg.asset(
@@ -127,7 +149,7 @@ def item_text_embeddings(
 ) -> dg.MaterializeResult:
     """all-MiniLM-L6-v2 embeddings of each interacted item's catalog text, cached by content hash."""
     encoder = SentenceEncoder(device=config.device, batch_size=config.batch_size)
-    return _embed_item_texts(context.partition_key, encoder, ITEM_TEXT, warehouse, artifacts)
+    return _embed_item_texts(context, encoder, ITEM_TEXT, warehouse, artifacts)
 
 
 @dg.asset(
@@ -142,33 +164,10 @@ def item_llm_embeddings(
     artifacts: ArtifactStoreResource,
 ) -> dg.MaterializeResult:
     """LEARN CEX embeddings: a frozen causal LM's last-layer states, mean-pooled and L2-normalized, per item text."""
-    dataset = context.partition_key
     model_dir = resolve_causal_lm(config.model, artifacts.model_cache_dir())
     encoder = FrozenLLMEncoder(model_dir, device=config.device, batch_size=config.batch_size,
                                max_length=config.max_length)
-    with warehouse.connect() as con:
-        ids, texts = _item_texts(con, dataset)
-        start = time.perf_counter()
-        fill = fill_cache(con, encoder, texts, config.max_new_texts)
-        seconds = time.perf_counter() - start
-        if fill.left:
-            # Budget spent with items still missing: publishing a partial set would hand LEARN a
-            # catalogue with holes, so the current version (if any) stays and the cache keeps the work.
-            context.log.warning("%s: %d texts left to encode after this run's budget of %s; materialize again (or "
-                                "set max_new_texts: null) to publish item_llm", dataset, fill.left,
-                                config.max_new_texts)
-            return dg.MaterializeResult(metadata={
-                "complete": False, "encoded": fill.encoded, "reused_from_cache": fill.reused,
-                "left_for_later_runs": fill.left, "coverage": round(1 - fill.left / len(set(texts)), 4),
-                "model_id": encoder.model_id, "device": encoder.device,
-                "texts_per_second": round(fill.encoded / seconds, 2) if seconds > 0 else 0.0,
-            })
-        encoding = CachedEncoding(read_cached(con, encoder, texts), fill.encoded, fill.reused)
-        folder = write_embeddings(artifacts.embeddings_root(), dataset, ITEM_LLM, ids, encoding.vectors,
-                                  encoder.model_id)
-    published = PublishedEmbeddings(folder, encoding, seconds)
-    return dg.MaterializeResult(metadata={"complete": True, "coverage": 1.0, "left_for_later_runs": 0,
-                                          **_metadata(published, encoder)})
+    return _embed_item_texts(context, encoder, ITEM_LLM, warehouse, artifacts, config.max_new_texts)
 
 
 def history_mean_vectors(histories: list[list[int]], item_vectors: np.ndarray) -> np.ndarray:

@@ -8,6 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from orchestration.assets.training import SASRecTrainingConfig, preset_run_config
+from orchestration.definitions import defs
 from orchestration.resources import PROJECT_ROOT, DatasetRegistryResource
 from orchestration.schedules import weekly_full_retrain
 from orchestration.sensors import raw_files_sensor
@@ -70,3 +72,15 @@ def test_weekly_schedule_requests_one_run_per_dataset() -> None:
         ("amazon-beauty", "amazon-beauty@2026-11-23T03:00"),
         ("movielens-100k", "movielens-100k@2026-11-23T03:00"),
     ]
+    # Unattended retrains train to convergence: the preset's overrides, valid config for the job.
+    for request in requests:
+        assert request.tags["training_preset"] == "converged"
+        assert request.run_config == preset_run_config("converged")
+        assert request.run_config["ops"]["sasrec_model"]["config"]["max_epochs"] > SASRecTrainingConfig().max_epochs
+        dg.validate_run_config(defs.resolve_job_def("full_pipeline_job"), request.run_config)
+
+
+def test_unknown_training_presets_are_refused() -> None:
+    assert preset_run_config("quick") == {"ops": {}}
+    with pytest.raises(ValueError, match="unknown training preset"):
+        preset_run_config("fast")
