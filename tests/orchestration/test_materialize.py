@@ -50,7 +50,7 @@ def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInP
         ASSETS, partition_key=DATASET, resources=resources,
         run_config={"ops": {
             "item_profiles": profiles, "user_profiles": profiles,
-            "item_llm_embeddings": {"config": {"max_length": 16, "batch_size": 16}},
+            "item_llm_embeddings": {"config": {"max_length": 16, "batch_size": 16, "max_new_texts": None}},
             # Enough epochs for SASRec to beat popularity on validation, so the blocking check lets it publish.
             "sasrec_model": {"config": {**TINY, "hidden_dim": 32, "batch_size": 128, "max_epochs": 20,
                                         "patience": 20}},
