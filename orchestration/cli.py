@@ -72,8 +72,10 @@ def print_results(dataset: str) -> None:
         evaluation = json.loads(results.read_text())
         lines += ["", f"results ({results}; test metrics, model selected on validation "
                       f"{evaluation['selection']['metric']}: {evaluation['selection']['model']}):",
-                  evaluation["table_markdown"], "", "test under both protocols (history items ranked / removed):",
-                  evaluation["protocols_markdown"]]
+                  evaluation["table_markdown"]]
+        if "protocols_markdown" in evaluation:  # results.json written before both protocols were scored lack it
+            lines += ["", "test under both protocols (history items ranked / removed):",
+                      evaluation["protocols_markdown"]]
     try:
         store = index_folder(data_dir() / "indexes", dataset)
         lines.append(f"published index: {store.path(store.current())}")

@@ -113,6 +113,7 @@ def model_evaluation(
     test_histories, test_targets = data.history("test")
     masks = slice_masks(test_histories, test_targets, item_train_counts(data.train, data.n_items), config.slices())
 
+    other_key = f"test_{_protocol(not config.mask_history)}"  # the other protocol's test metrics
     reports: list[ModelReport] = []
     retrieval_models: list[str] = []
     for name in MODEL_NAMES:
@@ -131,7 +132,7 @@ def model_evaluation(
         info = checkpoint.manifest["info"]
         run_id = info["mlflow_run_id"]
         log_metrics(store, run_id, test.metrics, prefix="test_")
-        log_metrics(store, run_id, other.metrics, prefix=f"test_{_protocol(not config.mask_history)}_")
+        log_metrics(store, run_id, other.metrics, prefix=f"{other_key}_")
         for slice_name, metrics in slices.items():
             log_metrics(store, run_id, metrics, prefix=f"test_{slice_name}_")
         context.log.info("%s valid %s test %s", name, {k: round(v, 4) for k, v in valid.metrics.items()},
@@ -140,7 +141,7 @@ def model_evaluation(
             model=name, valid=valid.metrics, test=test.metrics, slices=slices, test_ranks=test.ranks,
             extra={"checkpoint_version": checkpoint.version, "mlflow_run_id": run_id,
                    "mlflow_model_uri": info["mlflow_model_uri"], "best_epoch": info["best_epoch"],
-                   f"test_{_protocol(not config.mask_history)}": other.metrics},
+                   other_key: other.metrics},
         ))
         if supports_retrieval(model):
             retrieval_models.append(name)
@@ -155,8 +156,7 @@ def model_evaluation(
     )
     results = results_json(dataset, reports, best.model)
     results["table_markdown"] = results_table_markdown(reports)
-    results["protocols_markdown"] = protocols_table_markdown(
-        reports, _protocol(config.mask_history), f"test_{_protocol(not config.mask_history)}")
+    results["protocols_markdown"] = protocols_table_markdown(reports, _protocol(config.mask_history), other_key)
     results["selection"] = {
         "metric": f"valid_{SELECTION_METRIC}", "model": best.model, "registered_model": registered_model_name(dataset),
         "registered_version": registry_version, "popularity_valid": popularity.valid[SELECTION_METRIC],

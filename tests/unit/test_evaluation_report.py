@@ -12,6 +12,7 @@ from ml.evaluate.report import (
     plot_recall_curves,
     plot_training_curve,
     png_markdown,
+    protocols_table_markdown,
     recall_curve,
     results_json,
     results_table_markdown,
@@ -92,3 +93,15 @@ def test_plots_are_pngs_and_byte_identical_for_the_same_numbers(tmp_path: Path) 
                {"epoch": 2, "loss": 1.5, "valid_recall@10": 0.2, "valid_ndcg@10": 0.08}]
     curve = plot_training_curve(history, tmp_path / "curve.png", title="toy")
     assert png_markdown(curve, "toy curve").startswith("![toy curve](data:image/png;base64,iVBOR")
+
+
+def test_protocols_table_puts_the_headline_and_the_other_protocol_side_by_side() -> None:
+    report = _report("sasrec", 0.05, [2, 50, 60])
+    masked = {**report.test, "recall@10": 0.5, "ndcg@10": 0.25, "mrr": 0.125}
+    report = ModelReport(report.model, report.valid, report.test, report.slices, report.test_ranks,
+                         {**report.extra, "test_history_masked": masked})
+    table = protocols_table_markdown([report], "history_unmasked", "test_history_masked").splitlines()
+    assert table[0] == ("| model | recall@10 (history_unmasked) | ndcg@10 (history_unmasked) | mrr (history_unmasked) | "
+                        "recall@10 (history_masked) | ndcg@10 (history_masked) | mrr (history_masked) |")
+    expected = [report.test["recall@10"], report.test["ndcg@10"], report.test["mrr"], 0.5, 0.25, 0.125]
+    assert table[2] == "| sasrec | " + " | ".join(f"{value:.4f}" for value in expected) + " |"
