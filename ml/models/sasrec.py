@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -63,8 +63,8 @@ class SASRecConfig:
             raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by n_heads ({self.n_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.lr_schedule not in get_args(LRSchedule):
+            raise ValueError(f"lr_schedule must be one of {get_args(LRSchedule)}, got {self.lr_schedule!r}")
         if self.warmup_steps < 0:
             raise ValueError("warmup_steps must be >= 0")
 

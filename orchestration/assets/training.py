@@ -22,9 +22,9 @@ from ml.data.versioned import NoCurrentVersion
 from ml.evaluate.ranking import evaluate_model
 from ml.evaluate.report import plot_training_curve, png_markdown
 from ml.models.checkpoints import Checkpoint, TrainedModule, save_checkpoint
-from ml.models.learn import LEARNConfig
+from ml.models.learn import LEARNConfig, TargetSpan
 from ml.models.popularity import PopularityModel
-from ml.models.sasrec import SASRecConfig
+from ml.models.sasrec import LRSchedule, SASRecConfig
 from ml.tracking.mlflow_store import (
     TrackingStore,
     finish_run,
@@ -56,7 +56,7 @@ class SASRecTrainingConfig(dg.Config):
     max_len: int = 50
     dropout: float = 0.2
     lr: float = 1e-3
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: LRSchedule = "constant"
     warmup_steps: int = 0
     batch_size: int = 256
     max_epochs: int = Field(default=20, description="Upper bound; early stopping on validation NDCG@10 ends sooner.")
@@ -88,7 +88,7 @@ class LEARNTrainingConfig(dg.Config):
     zero_init_residual: bool = True
     logq_correction: bool = False
     sampling: bool = Field(default=False, description="Two-stage sampling (the paper's industrial setting).")
-    target_span: Literal["rest", "next"] = Field(
+    target_span: TargetSpan = Field(
         default="next", description="Target = only the item after the split point (next: the paper's Amazon "
         "setting) or every item after it (rest: its industrial one).")
     n_history_samples: int = 10
