@@ -1,15 +1,23 @@
-"""Train popularity, SASRec and LEARN on one dataset with the pipeline's defaults; print test metrics and wall times.
+"""Train the pipeline's models on one dataset; print test metrics (both protocols, slices) and wall times.
 
 Reads what the pipeline already built: the split (`marts.user_sequences` in the warehouse) and the
 frozen content embeddings of the embedding store (`make run` or the Dagster UI materializes them).
 Every model is trained with the defaults of its Dagster training asset (`SASRecTrainingConfig`,
-`LEARNTrainingConfig`), or a named preset of them (`TRAINING_PRESETS`), selected on validation
-NDCG@10, and scored once on test by the same evaluator the evaluation asset uses, under both
-protocols (history items ranked, as in the papers, and removed). Nothing is written to the
-pipeline's checkpoints or MLflow store; the results go to stdout and, with --out, to a JSON file.
+`ContentSASRecTrainingConfig`, `LEARNTrainingConfig`), or a named preset of them (`TRAINING_PRESETS`),
+selected on validation NDCG@10, and scored once on test by the same evaluator the evaluation asset
+uses, under both protocols (history items ranked, as in the papers, and removed), with the
+long-tail and cold-item slices. Nothing is written to the pipeline's checkpoints or MLflow store;
+the results go to stdout and, with --out, are appended as JSON lines (one per run), so rows measured
+in separate invocations can be put in one table with --table.
 
     .venv/bin/python -m benchmarks.training_benchmark --dataset amazon-beauty
     .venv/bin/python -m benchmarks.training_benchmark --preset converged --threads 1   # train until validation stalls
+    # A/B rows: --run LABEL MODEL [KEY=VALUE ...], on top of the preset's settings of that model
+    .venv/bin/python -m benchmarks.training_benchmark --preset converged \\
+        --run "SASRec, bucketed, per-batch mean (before)" sasrec loss_weighting=batch_mean \\
+        --run "SASRec, bucketed, every position equal" sasrec \\
+        --run "Content-SASRec hybrid, MiniLM" content_sasrec content=item_text --out runs.jsonl
+    .venv/bin/python -m benchmarks.training_benchmark --table runs.jsonl     # the table of earlier runs
     .venv/bin/python -m benchmarks.training_benchmark --learn-set max_epochs=20 --learn-set hidden_dim=768 \\
         --learn-set n_layers=12 --learn-set n_heads=12     # the paper's BERT-base PAL (GPU)
 """
@@ -18,10 +26,11 @@ import argparse
 import json
 import logging
 import os
+import statistics
 import sys
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +41,49 @@ import torch
 from ml.data.embedding_store import read_embeddings
 from ml.data.sequences import SequenceData, load_sequences
 from ml.evaluate.ranking import evaluate_model, evaluate_protocols
-from ml.evaluate.report import ModelReport, protocols_table_markdown, results_table_markdown
+from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
 from ml.models.learn import LEARN
 from ml.models.popularity import PopularityModel
+from ml.train.content_sasrec_training import train_content_sasrec
 from ml.train.learn_training import train_learn
 from ml.train.sasrec_training import train_sasrec
-from orchestration.assets.training import TRAINING_PRESETS, LEARNTrainingConfig, SASRecTrainingConfig
+from orchestration.assets.training import (
+    CONTENT_SETS,
+    TRAINING_PRESETS,
+    ContentSASRecTrainingConfig,
+    LEARNTrainingConfig,
+    SASRecTrainingConfig,
+)
 from orchestration.resources import WAREHOUSE_ENV, data_dir
 
 logger = logging.getLogger("benchmarks.training")
 
+MODELS = ("popularity", "sasrec", "content_sasrec", "learn")
+SLICES = ("long_tail_items", "cold_items", "head_items")
+# The training asset (and so the preset key and config class) of each benchmarked model.
+ASSETS: dict[str, tuple[str, type]] = {
+    "sasrec": ("sasrec_model", SASRecTrainingConfig),
+    "content_sasrec": ("content_sasrec_model", ContentSASRecTrainingConfig),
+    "learn": ("learn_model", LEARNTrainingConfig),
+}
+
+
+@dataclass
+class RunSpec:
+    """One benchmark row: a label, a model and its settings on top of the preset."""
+
+    label: str
+    model: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
-    """key=value pairs, values parsed as JSON when they parse (numbers, booleans), else kept as strings."""
+    """key=value pairs, values parsed as JSON when they parse (numbers, booleans, null), else kept as strings."""
     values: dict[str, Any] = {}
     for pair in pairs:
-        key, _, raw = pair.partition("=")
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
         try:
             values[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -55,84 +91,131 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return values
 
 
-def _report(name: str, model: torch.nn.Module, data: SequenceData, extra: dict[str, Any]) -> ModelReport:
-    """Validation and test metrics of a trained model (test scored once)."""
+def _content(data: SequenceData, source: str) -> np.ndarray:
+    """The current published content vectors of `source`, checked against the vocabulary."""
+    stored = read_embeddings(data_dir() / "embeddings", data.dataset, CONTENT_SETS[source])
+    if stored.ids != data.item_ids:
+        raise ValueError(f"{stored.path} does not cover the interaction vocabulary of {data.dataset}")
+    return np.asarray(stored.vectors)
+
+
+def _train(spec: RunSpec, data: SequenceData, preset: str) -> tuple[torch.nn.Module, list[dict[str, float]], dict]:
+    """Train one run; returns (model in eval mode, per-epoch history, settings used)."""
+    if spec.model == "popularity":
+        return PopularityModel.fit(data.train, data.n_items), [], {}
+    asset, config_class = ASSETS[spec.model]
+    config = config_class(**{**TRAINING_PRESETS[preset].get(asset, {}), **spec.overrides})
+    if spec.model == "sasrec":
+        result = train_sasrec(data, config.sasrec())
+    elif spec.model == "content_sasrec":
+        result = train_content_sasrec(data, _content(data, config.content), config.content_sasrec())
+    else:
+        result = train_learn(data, _content(data, config.content), config.learn())
+    return result.model, result.history, {**config.model_dump(), "best_epoch": result.best_epoch}
+
+
+def _slices(ranks: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """The reported slices' metrics of one protocol's test ranks."""
+    return {name: metrics for name, metrics in slice_metrics(ranks, masks).items() if name in SLICES}
+
+
+def _measure(spec: RunSpec, data: SequenceData, preset: str, slice_config: SliceConfig) -> dict[str, Any]:
+    """Train, then score validation and test once (both protocols, slices); one JSON-ready record."""
+    started = time.perf_counter()
+    model, history, settings = _train(spec, data, preset)
+    train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
     with model.cached_items() if isinstance(model, LEARN) else nullcontext():
         valid = evaluate_model(model.score, *data.history("valid"))
-        test = evaluate_protocols(model.score, *data.history("test"))
-    return ModelReport(model=name, valid=valid.metrics, test=test[False].metrics, slices={},
-                       test_ranks=test[False].ranks, extra={**extra, "test_history_masked": test[True].metrics})
+        test_histories, test_targets = data.history("test")
+        test = evaluate_protocols(model.score, test_histories, test_targets)
+    masks = slice_masks(test_histories, test_targets, item_train_counts(data.train, data.n_items), slice_config)
+    epoch_seconds = [record["seconds"] for record in history]
+    return {
+        "label": spec.label, "model": spec.model, "dataset": data.dataset, "preset": preset,
+        "overrides": spec.overrides, "settings": settings, "valid": valid.metrics,
+        "test": test[False].metrics, "test_history_masked": test[True].metrics,
+        "slices": _slices(test[False].ranks, masks), "slices_history_masked": _slices(test[True].ranks, masks),
+        "best_epoch": settings.get("best_epoch", 0), "epochs_run": len(history),
+        "epoch_seconds": round(statistics.median(epoch_seconds), 1) if epoch_seconds else 0.0,
+        "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
-def _timed(train: Callable[[], tuple[torch.nn.Module, dict[str, Any]]]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    started = time.perf_counter()
-    model, extra = train()
-    return model, {**extra, "train_seconds": round(time.perf_counter() - started, 1)}
+def _cell(metrics: dict[str, float], metric: str = "recall@10") -> str:
+    return f"{metrics[metric]:.4f}" if metric in metrics else "-"
+
+
+def ablation_table(records: list[dict[str, Any]]) -> str:
+    """One markdown row per run: validation, test under both protocols, slices, and time."""
+    lines = ["| run | dataset | valid R@10 / N@10 | test R@10 / N@10 ranked | removed | long-tail R@10 ranked "
+             "(removed) | cold R@10 ranked (removed) | head R@10 | s/epoch | best epoch / run | threads |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        sl, slm = r["slices"], r["slices_history_masked"]
+        lines.append(
+            f"| {r['label']} | {r['dataset']} | {_cell(r['valid'])} / {_cell(r['valid'], 'ndcg@10')} | "
+            f"{_cell(r['test'])} / {_cell(r['test'], 'ndcg@10')} | {_cell(r['test_history_masked'])} / "
+            f"{_cell(r['test_history_masked'], 'ndcg@10')} | {_cell(sl['long_tail_items'])} "
+            f"({_cell(slm['long_tail_items'])}) | {_cell(sl['cold_items'])} ({_cell(slm['cold_items'])}) | "
+            f"{_cell(sl['head_items'])} | {r['epoch_seconds']} | {r['best_epoch']} / {r['epochs_run']} | "
+            f"{r['torch_threads']} |")
+    return "\n".join(lines)
+
+
+def _specs(args: argparse.Namespace) -> list[RunSpec]:
+    """The runs asked for: each --run, else one per --models entry with the --*-set overrides."""
+    if args.run:
+        for label, model, *_ in args.run:
+            if model not in MODELS:
+                raise SystemExit(f"--run {label!r}: unknown model {model!r}; known: {MODELS}")
+        return [RunSpec(label, model, _overrides(pairs)) for label, model, *pairs in args.run]
+    per_model = {"sasrec": args.sasrec_set, "content_sasrec": args.content_sasrec_set, "learn": args.learn_set}
+    return [RunSpec(name, name, _overrides(per_model.get(name, []))) for name in args.models]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="amazon-beauty")
-    parser.add_argument("--models", nargs="+", default=["popularity", "sasrec", "learn"],
-                        choices=["popularity", "sasrec", "learn"])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--preset", default="quick", choices=sorted(TRAINING_PRESETS),
-                        help="training preset applied before the --*-set overrides (quick = the asset defaults)")
+                        help="training preset applied before the overrides (quick = the asset defaults)")
+    parser.add_argument("--run", nargs="+", action="append", default=[], metavar="LABEL MODEL [KEY=VALUE]",
+                        help="one labelled row: a model and overrides of its training config (repeatable)")
     parser.add_argument("--sasrec-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a SASRecTrainingConfig field")
+    parser.add_argument("--content-sasrec-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a ContentSASRecTrainingConfig field (content=item_llm, fusion=init, ...)")
     parser.add_argument("--learn-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a LEARNTrainingConfig field (content=item_llm for the frozen LLM)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    parser.add_argument("--out", type=Path, default=None, help="append one JSON line per run to this file")
+    parser.add_argument("--table", type=Path, nargs="+", default=None,
+                        help="print the table of runs recorded in these --out files, train nothing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.table:
+        records = [json.loads(line) for path in args.table for line in path.read_text().splitlines() if line]
+        sys.stdout.write(ablation_table(records) + "\n")
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
 
     with duckdb.connect(os.environ.get(WAREHOUSE_ENV, str(data_dir() / "warehouse" / "llmrec.duckdb")),
                         read_only=True) as con:
         data = load_sequences(con, args.dataset)
-    preset = TRAINING_PRESETS[args.preset]
-    sasrec_config = SASRecTrainingConfig(**{**preset.get("sasrec_model", {}), **_overrides(args.sasrec_set)})
-    learn_config = LEARNTrainingConfig(**{**preset.get("learn_model", {}), **_overrides(args.learn_set)})
-    reports: list[ModelReport] = []
-    for name in args.models:
-        if name == "popularity":
-            model, extra = _timed(lambda: (PopularityModel.fit(data.train, data.n_items), {}))
-        elif name == "sasrec":
-            def run_sasrec() -> tuple[torch.nn.Module, dict[str, Any]]:
-                result = train_sasrec(data, sasrec_config.sasrec())
-                return result.model, {"best_epoch": result.best_epoch, "epochs_run": len(result.history)}
-            model, extra = _timed(run_sasrec)
-        else:
-            stored = read_embeddings(data_dir() / "embeddings", args.dataset, learn_config.content)
-            if stored.ids != data.item_ids:
-                raise ValueError(f"{stored.path} does not cover the interaction vocabulary of {args.dataset}")
-
-            content = np.asarray(stored.vectors)
-
-            def run_learn(content: np.ndarray = content) -> tuple[torch.nn.Module, dict[str, Any]]:
-                result = train_learn(data, content, learn_config.learn())
-                return result.model, {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
-                                      "content": learn_config.content}
-            model, extra = _timed(run_learn)
-        started = time.perf_counter()
-        report = _report(name, model, data, extra)
-        report.extra["eval_seconds"] = round(time.perf_counter() - started, 1)
-        reports.append(report)
-        logger.info("%s: test %s (%s)", name, {k: round(v, 4) for k, v in report.test.items()}, report.extra)
-
-    lines = [f"{args.dataset}: {data.n_users} users, {data.n_items} items; torch threads {torch.get_num_threads()}; "
-             f"preset {args.preset}",
-             "test, history items ranked (the papers' protocol):", results_table_markdown(reports), "",
-             protocols_table_markdown(reports, "history_unmasked", "test_history_masked"), "",
-             "| model | train s | eval s | best epoch | epochs run |", "|---|---|---|---|---|"]
-    lines += [f"| {r.model} | {r.extra['train_seconds']} | {r.extra['eval_seconds']} | "
-              f"{r.extra.get('best_epoch', '-')} | {r.extra.get('epochs_run', '-')} |" for r in reports]
-    sys.stdout.write("\n".join(lines) + "\n")
-    if args.out:
-        args.out.write_text(json.dumps({r.model: {"valid": r.valid, "test": r.test, **r.extra} for r in reports},
-                                       indent=2, sort_keys=True) + "\n")
+    records: list[dict[str, Any]] = []
+    for spec in _specs(args):
+        record = _measure(spec, data, args.preset, SliceConfig())
+        records.append(record)
+        logger.info("%s: test %s", spec.label, {k: round(v, 4) for k, v in record["test"].items()})
+        if args.out:
+            with args.out.open("a") as out:
+                out.write(json.dumps(record, sort_keys=True) + "\n")
+    sys.stdout.write(f"{args.dataset}: {data.n_users} users, {data.n_items} items; torch threads "
+                     f"{torch.get_num_threads()}; preset {args.preset}\n{ablation_table(records)}\n")
     return 0
 
 

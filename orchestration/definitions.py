@@ -11,7 +11,7 @@ from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.profiles import item_profiles, user_profiles
 from orchestration.assets.publishing import published_index
 from orchestration.assets.summary import data_layer_summary
-from orchestration.assets.training import learn_model, popularity_model, sasrec_model
+from orchestration.assets.training import content_sasrec_model, learn_model, popularity_model, sasrec_model
 from orchestration.checks import gx_interactions, gx_raw_events
 from orchestration.jobs import data_layer_job, full_pipeline_job
 from orchestration.resources import default_resources
@@ -23,7 +23,7 @@ defs = dg.Definitions(
         ingest_raw_logs, data_layer_dbt, data_layer_summary,
         item_profiles, user_profiles, item_text_embeddings, profile_embeddings, item_llm_embeddings,
         behaviour_embeddings, semantic_codes, behaviour_codes,
-        popularity_model, sasrec_model, learn_model, model_evaluation, published_index,
+        popularity_model, sasrec_model, content_sasrec_model, learn_model, model_evaluation, published_index,
     ],
     asset_checks=[gx_raw_events, gx_interactions, best_model_beats_popularity],
     jobs=[data_layer_job, full_pipeline_job],

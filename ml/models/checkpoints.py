@@ -1,11 +1,12 @@
 """Trained models on disk, and the one retrieval interface (user vectors x item vectors) shared by all of them.
 
 Layout: `<root>/<dataset>/<model name>/<version>/` holds `model.pt` (kind, config, weights and, for
-LEARN, the frozen content matrix it was trained on, so a checkpoint is self-contained), `item_ids.json`
-(row j of every item matrix is item_ids[j]) and `manifest.json` (kind, config, training info such as
-the MLflow run id and best epoch, the sha256 of both files). The version is a digest of the weights and
-the vocabulary, so retraining to identical weights keeps the version, and its manifest, of the run that
-first produced them; `CURRENT` names the version downstream steps read (`ml.data.versioned`).
+LEARN and Content-SASRec, the frozen content matrix it was trained on, so a checkpoint is
+self-contained), `item_ids.json` (row j of every item matrix is item_ids[j]) and `manifest.json`
+(kind, config, training info such as the MLflow run id and best epoch, the sha256 of both files).
+The version is a digest of the weights and the vocabulary, so retraining to identical weights keeps
+the version, and its manifest, of the run that first produced them; `CURRENT` names the version
+downstream steps read (`ml.data.versioned`).
 
 Loading uses `torch.load(weights_only=True)`: a checkpoint is data (tensors, numbers, strings), never code.
 """
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from ml.data.versioned import VersionedFolder, sha256_file, write_json
+from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
 from ml.models.learn import LEARN, LEARNConfig
 from ml.models.popularity import PopularityModel
 from ml.models.sasrec import SASRec, SASRecConfig
@@ -37,7 +39,7 @@ MODEL_FILE = "model.pt"
 ITEM_IDS_FILE = "item_ids.json"
 MANIFEST_FILE = "manifest.json"
 
-TrainedModule = PopularityModel | SASRec | LEARN
+TrainedModule = PopularityModel | SASRec | ContentSASRec | LEARN
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,11 @@ class Checkpoint:
 
 
 def model_kind(model: nn.Module) -> str:
-    """'popularity', 'sasrec' or 'learn'."""
+    """'popularity', 'sasrec', 'content_sasrec' or 'learn'."""
     if isinstance(model, PopularityModel):
         return "popularity"
+    if isinstance(model, ContentSASRec):  # before SASRec, its base class
+        return "content_sasrec"
     if isinstance(model, SASRec):
         return "sasrec"
     if isinstance(model, LEARN):
@@ -96,7 +100,7 @@ def save_checkpoint(
         "kind": kind, "n_items": model.n_items, "config": _config_dict(model, config),
         "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
     }
-    if isinstance(model, LEARN):
+    if isinstance(model, LEARN | ContentSASRec):
         payload["content"] = model.content[1:].detach().cpu()  # the padding row is rebuilt on load
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -127,6 +131,8 @@ def _rebuild(payload: dict[str, Any]) -> TrainedModule:
         model = PopularityModel(n_items)
     elif kind == "sasrec":
         model = SASRec(n_items, SASRecConfig(**payload["config"]))
+    elif kind == "content_sasrec":
+        model = ContentSASRec(payload["content"].numpy(), ContentSASRecConfig(**payload["config"]))
     elif kind == "learn":
         model = LEARN(payload["content"].numpy(), LEARNConfig(**payload["config"]))
     else:

@@ -24,7 +24,7 @@ from ml.data.sequences import SequenceData
 from ml.encoders.device import resolve_device
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.models.learn import LEARN, LEARNConfig, right_pad
-from ml.train.early_stopping import EpochCallback, fit_with_early_stopping
+from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
 from ml.train.learn_loss import LEARNExample, dense_all_action_loss, make_example
 from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
 from ml.train.schedules import cosine_schedule
@@ -169,7 +169,9 @@ def train_learn(
     model = LEARN(content, config).to(device)
     log_q = item_log_frequency(sequences, data.n_items).to(device) if config.logq_correction else None
     optimizer = _optimizer(model, config)
-    total_steps = batches_per_epoch(len(sequences), config.batch_size) * config.max_epochs
+    steps_per_epoch = batches_per_epoch(len(sequences), config.batch_size)
+    budget = epoch_budget(steps_per_epoch, config.max_epochs, 1, config.max_steps)
+    total_steps = steps_per_epoch * budget.max_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(total_steps, config.warmup_steps))
     valid_histories, valid_targets = data.history("valid")
     logger.info(
@@ -186,7 +188,7 @@ def train_learn(
             return evaluate_model(model.score, valid_histories, valid_targets, config.eval_batch_size,
                                   DEFAULT_KS).metrics
 
-    outcome = fit_with_early_stopping(model, train_epoch, validate, config.max_epochs, config.patience,
+    outcome = fit_with_early_stopping(model, train_epoch, validate, budget.max_epochs, config.patience,
                                       on_epoch=on_epoch, name="LEARN")
     return LEARNResult(model=model, config=config, best_epoch=outcome.best_epoch, best_valid=outcome.best_valid,
                        history=outcome.history)

@@ -37,7 +37,14 @@ from ml.models.checkpoints import load_checkpoint, supports_retrieval
 from ml.models.learn import LEARN
 from ml.tracking.mlflow_store import log_metrics, register_best_model
 from ml.train.early_stopping import SELECTION_METRIC
-from orchestration.assets.training import MODEL_NAMES, POPULARITY, learn_model, popularity_model, sasrec_model
+from orchestration.assets.training import (
+    MODEL_NAMES,
+    POPULARITY,
+    content_sasrec_model,
+    learn_model,
+    popularity_model,
+    sasrec_model,
+)
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
 
@@ -94,7 +101,7 @@ def _metric_rows(reports: list[ModelReport]) -> pa.Table:
 
 
 @dg.asset(
-    deps=[popularity_model, sasrec_model, learn_model],
+    deps=[popularity_model, sasrec_model, content_sasrec_model, learn_model],
     group_name="evaluation",
     partitions_def=dataset_partitions,
     pool=DUCKDB_POOL,

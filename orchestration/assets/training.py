@@ -1,4 +1,4 @@
-"""Training assets: the popularity baseline, SASRec (ID-only baseline) and LEARN, each tracked in MLflow.
+"""Training assets: popularity, SASRec (ID-only baseline), Content-SASRec and LEARN, each tracked in MLflow.
 
 Every training asset trains on the train split of one dataset, selects its epoch on validation
 NDCG@10 (the test split is never read here), writes a self-contained checkpoint
@@ -16,15 +16,16 @@ import numpy as np
 from dagster_dbt import get_asset_key_for_model
 from pydantic import Field
 
-from ml.data.embedding_store import read_embeddings
+from ml.data.embedding_store import StoredEmbeddings, read_embeddings
 from ml.data.sequences import SequenceData, load_sequences
 from ml.data.versioned import NoCurrentVersion
 from ml.evaluate.ranking import evaluate_model
 from ml.evaluate.report import plot_training_curve, png_markdown
 from ml.models.checkpoints import Checkpoint, TrainedModule, save_checkpoint
+from ml.models.content_sasrec import ContentSASRecConfig, Fusion
 from ml.models.learn import LEARNConfig, TargetSpan
 from ml.models.popularity import PopularityModel
-from ml.models.sasrec import LRSchedule, SASRecConfig
+from ml.models.sasrec import LossWeighting, LRSchedule, SASRecConfig
 from ml.tracking.mlflow_store import (
     TrackingStore,
     finish_run,
@@ -34,39 +35,78 @@ from ml.tracking.mlflow_store import (
     log_model,
     start_training_run,
 )
+from ml.train.content_sasrec_training import train_content_sasrec
 from ml.train.learn_training import train_learn
 from ml.train.sasrec_training import train_sasrec
 from orchestration.assets.dbt import data_layer_dbt
-from orchestration.assets.embeddings import ITEM_LLM, ITEM_TEXT, item_llm_embeddings, item_text_embeddings
+from orchestration.assets.embeddings import (
+    ITEM_LLM,
+    ITEM_PROFILE,
+    ITEM_TEXT,
+    item_llm_embeddings,
+    item_text_embeddings,
+    profile_embeddings,
+)
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
 
 USER_SEQUENCES = get_asset_key_for_model([data_layer_dbt], "user_sequences")
 TRAINING_EXPERIMENT = "llmrec-training"
-POPULARITY, SASREC, LEARN = "popularity", "sasrec", "learn"
-MODEL_NAMES = (POPULARITY, SASREC, LEARN)
+POPULARITY, SASREC, CONTENT_SASREC, LEARN = "popularity", "sasrec", "content_sasrec", "learn"
+MODEL_NAMES = (POPULARITY, SASREC, CONTENT_SASREC, LEARN)
+ContentSource = Literal["item_text", "item_llm", "item_profile"]
+CONTENT_SETS: dict[str, str] = {"item_text": ITEM_TEXT, "item_llm": ITEM_LLM, "item_profile": ITEM_PROFILE}
 
 
 class SASRecTrainingConfig(dg.Config):
-    """SASRec settings (the ID-only baseline; its item table also feeds the behaviour codes)."""
+    """SASRec settings (the ID-only baseline; its item table also feeds the behaviour codes).
+
+    The defaults are the reference recipe under a step budget (the quick preset): training stops at
+    `max_steps` optimizer steps or when validation stalls, and validates every `eval_every_steps`
+    steps, so that a 943-user dataset (4 steps per epoch) gets as many updates as a 22k-user one.
+    """
 
     hidden_dim: int = 64
     n_layers: int = 2
-    n_heads: int = 2
+    n_heads: int = 1
     max_len: int = 50
-    dropout: float = 0.2
-    lr: float = 1e-3
+    dropout: float = 0.5
+    lr: float = 2e-3
     lr_schedule: LRSchedule = "constant"
     warmup_steps: int = 0
     batch_size: int = 256
-    max_epochs: int = Field(default=20, description="Upper bound; early stopping on validation NDCG@10 ends sooner.")
-    patience: int = 3
+    bucket_batches: int = Field(default=1, description="1 = plain shuffle; above 1, sort by length within "
+                                "buckets of this many batches (faster epochs, less learned per epoch).")
+    loss_weighting: LossWeighting = Field(default="position", description="position = every real position "
+                                          "weighs the same; batch_mean = the old biased per-batch mean (A/B only).")
+    max_epochs: int = Field(default=1000, description="Upper bound; max_steps and early stopping end sooner.")
+    max_steps: int | None = Field(default=1200, description="Optimizer-step budget (about 14 Beauty epochs; "
+                                  "null = max_epochs only).")
+    eval_every_steps: int | None = Field(default=176, description="Validate every this many steps (rounded up "
+                                         "to whole epochs); null = every eval_every epochs.")
+    eval_every: int = 2
+    patience: int = Field(default=5, description="Validations in a row without a better NDCG@10 before stopping.")
     seed: int = 0
     device: str = "auto"
 
     def sasrec(self) -> SASRecConfig:
         """The equivalent library config."""
         return SASRecConfig(**self.model_dump())
+
+
+class ContentSASRecTrainingConfig(SASRecTrainingConfig):
+    """Content-SASRec settings: SASRec's, plus the content set and how it enters the item table."""
+
+    content: ContentSource = Field(
+        default="item_text", description="Frozen content: item_text (MiniLM over the catalog text), item_llm "
+        "(frozen LLM, CEX) or item_profile (MiniLM over the RLMRec item profiles, catalog text where none).")
+    fusion: Fusion = Field(default="hybrid", description="hybrid = ID + W content; content = W content only; "
+                           "init = ID table initialised from the content's PCA.")
+    content_init_std: float = 0.02
+
+    def content_sasrec(self) -> ContentSASRecConfig:
+        """The equivalent library config."""
+        return ContentSASRecConfig(**self.model_dump(exclude={"content"}))
 
 
 class LEARNTrainingConfig(dg.Config):
@@ -96,7 +136,9 @@ class LEARNTrainingConfig(dg.Config):
     lr: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 128
-    max_epochs: int = 15
+    max_epochs: int = Field(default=1000, description="Upper bound; max_steps and early stopping end sooner.")
+    max_steps: int | None = Field(default=1400, description="Optimizer-step budget (about 8 Beauty epochs; "
+                                  "null = max_epochs only).")
     patience: int = 3
     seed: int = 0
     device: str = "auto"
@@ -107,14 +149,16 @@ class LEARNTrainingConfig(dg.Config):
 
 
 # Named training settings on top of the asset defaults. The defaults ("quick") keep a cold `make run`
-# near 20 minutes on 2 CPU cores; "converged" trains until validation stops improving, for unattended
-# runs (the weekly retrain) and the training benchmark. Measured figures for both are in README.md.
+# under 20 minutes on 2 CPU cores: step budgets, so that a small dataset gets as many updates as a
+# large one; "converged" lifts the budgets and lets early stopping decide, for unattended runs (the
+# weekly retrain) and the training benchmark. Measured figures for both are in README.md.
+_CONVERGED_SASREC = {"max_steps": 40_000}  # far beyond where validation stalls: early stopping decides
 TRAINING_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {},
     "converged": {
-        "sasrec_model": {"dropout": 0.5, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "warmup_steps": 100,
-                         "max_epochs": 60, "patience": 10},
-        "learn_model": {"max_epochs": 40, "patience": 10},
+        "sasrec_model": _CONVERGED_SASREC,
+        "content_sasrec_model": _CONVERGED_SASREC,
+        "learn_model": {"max_steps": 7000, "patience": 10},  # about 40 Beauty epochs
     },
 }
 
@@ -199,6 +243,26 @@ def _load(warehouse: WarehouseResource, dataset: str) -> SequenceData:
         return load_sequences(con, dataset)
 
 
+def read_content(artifacts: ArtifactStoreResource, data: SequenceData, content_name: str) -> StoredEmbeddings:
+    """The current published `content_name` item embeddings, checked to cover exactly the item vocabulary."""
+    try:
+        stored = read_embeddings(artifacts.embeddings_root(), data.dataset, content_name)
+    except NoCurrentVersion as missing:
+        raise dg.Failure(f"no published {content_name} embeddings for {data.dataset}: materialize them first "
+                         f"({content_name} is published once every item is encoded; see its left_for_later_runs)"
+                         ) from missing
+    if stored.ids != data.item_ids:
+        raise ValueError(f"{content_name} embeddings of {data.dataset} ({stored.path}) do not cover exactly the "
+                         "interaction vocabulary; rematerialize them")
+    return stored
+
+
+def _content_params(content_name: str, stored: StoredEmbeddings) -> dict[str, str]:
+    """Which embedding set and version a model read: logged to MLflow and kept in its checkpoint manifest."""
+    return {"content": content_name, "content_version": stored.path.name,
+            "content_model": str(stored.manifest.get("model_id", ""))}
+
+
 @dg.asset(deps=[USER_SEQUENCES], group_name="training", partitions_def=dataset_partitions, pool=DUCKDB_POOL,
           compute_kind="numpy")
 def popularity_model(
@@ -242,25 +306,41 @@ def learn_model(
 ) -> dg.MaterializeResult:
     """LEARN's PAL twin tower over frozen content embeddings, dense all-action loss (epoch chosen on validation)."""
     data = _load(warehouse, context.partition_key)
-    content_name = {"item_text": ITEM_TEXT, "item_llm": ITEM_LLM}[config.content]
-    try:
-        stored = read_embeddings(artifacts.embeddings_root(), data.dataset, content_name)
-    except NoCurrentVersion as missing:
-        raise dg.Failure(f"no published {content_name} embeddings for {data.dataset}: materialize them first "
-                         f"({content_name} is published once every item is encoded; see its left_for_later_runs)"
-                         ) from missing
-    if stored.ids != data.item_ids:
-        raise ValueError(f"{content_name} embeddings of {data.dataset} ({stored.path}) do not cover exactly the "
-                         "interaction vocabulary; rematerialize them")
+    content_name = CONTENT_SETS[config.content]
+    stored = read_content(artifacts, data, content_name)
     library_config = config.learn()
-    params = {**asdict(library_config), "content": content_name, "content_version": stored.path.name,
-              "content_model": stored.manifest.get("model_id", "")}
+    content = _content_params(content_name, stored)
 
     def train(on_epoch: Callable[[int, dict[str, float]], None]) -> tuple[TrainedModule, Any, dict[str, Any]]:
         result = train_learn(data, np.asarray(stored.vectors), library_config, on_epoch=on_epoch)
         return result.model, result.config, {
             "best_epoch": result.best_epoch, "best_valid": result.best_valid, "history": result.history,
-            "extra": {"content": content_name, "content_version": stored.path.name},
+            "extra": content,
         }
 
-    return _train_tracked(context, mlflow.store(), artifacts, data, LEARN, params, train)
+    return _train_tracked(context, mlflow.store(), artifacts, data, LEARN, {**asdict(library_config), **content},
+                          train)
+
+
+@dg.asset(deps=[USER_SEQUENCES, item_text_embeddings, item_llm_embeddings, profile_embeddings],
+          group_name="training", partitions_def=dataset_partitions, pool=DUCKDB_POOL, compute_kind="pytorch")
+def content_sasrec_model(
+    context: dg.AssetExecutionContext, config: ContentSASRecTrainingConfig, warehouse: WarehouseResource,
+    artifacts: ArtifactStoreResource, mlflow: MlflowResource,
+) -> dg.MaterializeResult:
+    """Content-SASRec: SASRec over an item table fused with frozen LLM-derived content (epoch chosen on validation)."""
+    data = _load(warehouse, context.partition_key)
+    content_name = CONTENT_SETS[config.content]
+    stored = read_content(artifacts, data, content_name)
+    library_config = config.content_sasrec()
+    content = _content_params(content_name, stored)
+
+    def train(on_epoch: Callable[[int, dict[str, float]], None]) -> tuple[TrainedModule, Any, dict[str, Any]]:
+        result = train_content_sasrec(data, np.asarray(stored.vectors), library_config, on_epoch=on_epoch)
+        return result.model, library_config, {
+            "best_epoch": result.best_epoch, "best_valid": result.best_valid, "history": result.history,
+            "extra": content,
+        }
+
+    return _train_tracked(context, mlflow.store(), artifacts, data, CONTENT_SASREC,
+                          {**asdict(library_config), **content}, train)

@@ -9,6 +9,7 @@ import torch
 
 from ml.data.sequences import load_sequences
 from ml.models.checkpoints import save_checkpoint
+from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
 from ml.models.learn import LEARN, LEARNConfig
 from ml.models.popularity import PopularityModel
 from ml.models.sasrec import SASRec, SASRecConfig
@@ -59,7 +60,7 @@ def test_quarantine_rate_over_the_limit_blocks_the_dbt_build(tmp_path: Path) -> 
 
 
 def test_a_model_worse_than_popularity_is_not_published(tmp_path: Path, warehouse_path: Path) -> None:
-    """SASRec and LEARN that score every item alike lose to popularity: the check fails and nothing is indexed."""
+    """Models that score every item alike lose to popularity: the check fails and nothing is indexed."""
     (tmp_path / "datasets.yaml").write_text(REGISTRY.replace("max_quarantine_rate: 0.05", "max_quarantine_rate: 0.0"))
     rows = [f"u{user},i{(user + step) % 3 if step % 2 else 3 + (user * 7 + step) % 9},{1_500_000_000 + step}"
             for user in range(40) for step in range(8)]
@@ -73,7 +74,9 @@ def test_a_model_worse_than_popularity_is_not_published(tmp_path: Path, warehous
         data = load_sequences(con, "movielens-100k")
     store = TrackingStore(artifacts / "mlflow")
     torch.manual_seed(0)
+    content_config = ContentSASRecConfig(hidden_dim=8, n_layers=1, n_heads=1)
     models = {
+        "content_sasrec": (ContentSASRec(np.eye(data.n_items, dtype=np.float32), content_config), content_config),
         "popularity": (PopularityModel.fit(data.train, data.n_items), None),
         "sasrec": (SASRec(data.n_items, SASRecConfig(hidden_dim=8, n_layers=1, n_heads=1)), SASRecConfig(
             hidden_dim=8, n_layers=1, n_heads=1)),
@@ -83,6 +86,8 @@ def test_a_model_worse_than_popularity_is_not_published(tmp_path: Path, warehous
     # Zero item (SASRec) and output (LEARN) weights: every item ties, and ties count against the model.
     with torch.no_grad():
         models["sasrec"][0].item_embedding.weight.zero_()
+        models["content_sasrec"][0].item_embedding.weight.zero_()
+        models["content_sasrec"][0].content_projection.weight.zero_()
         models["learn"][0].projection.weight.zero_()
         models["learn"][0].projection.bias.zero_()
     for name, (model, config) in models.items():

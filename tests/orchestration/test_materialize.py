@@ -26,7 +26,13 @@ from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.profiles import item_profiles, user_profiles
 from orchestration.assets.publishing import published_index
 from orchestration.assets.summary import data_layer_summary
-from orchestration.assets.training import TRAINING_EXPERIMENT, learn_model, popularity_model, sasrec_model
+from orchestration.assets.training import (
+    TRAINING_EXPERIMENT,
+    content_sasrec_model,
+    learn_model,
+    popularity_model,
+    sasrec_model,
+)
 from orchestration.checks import gx_interactions, gx_raw_events
 from orchestration.resources import LLMResource, pipeline_resources, registry_path
 
@@ -37,9 +43,11 @@ TABLES = ("raw.events", "raw.items", "marts.interactions", "marts.user_sequences
 EMBEDDINGS = ("item_text", "item_llm", "item_profile", "user_profile", "item_behaviour")
 ASSETS = [ingest_raw_logs, data_layer_dbt, data_layer_summary, gx_raw_events, gx_interactions, item_profiles,
           user_profiles, item_text_embeddings, profile_embeddings, item_llm_embeddings, behaviour_embeddings,
-          semantic_codes, behaviour_codes, popularity_model, sasrec_model, learn_model, model_evaluation,
+          semantic_codes, behaviour_codes, popularity_model, sasrec_model, content_sasrec_model, learn_model,
+          model_evaluation,
           best_model_beats_popularity, published_index]
 TINY = {"n_layers": 1, "n_heads": 1, "max_len": 20, "max_epochs": 2, "patience": 2}
+MODELS = ("popularity", "sasrec", "content_sasrec", "learn")
 
 
 def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInProcessResult:
@@ -53,7 +61,9 @@ def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInP
             "item_llm_embeddings": {"config": {"max_length": 16, "batch_size": 16, "max_new_texts": None}},
             # Enough epochs for SASRec to beat popularity on validation, so the blocking check lets it publish.
             "sasrec_model": {"config": {**TINY, "hidden_dim": 32, "batch_size": 128, "max_epochs": 20,
-                                        "patience": 20}},
+                                        "patience": 20, "max_steps": None, "eval_every_steps": None}},
+            "content_sasrec_model": {"config": {**TINY, "hidden_dim": 16, "batch_size": 128, "max_steps": None,
+                                                "eval_every_steps": None, "eval_every": 1}},
             "learn_model": {"config": {**TINY, "hidden_dim": 16, "output_dim": 16, "batch_size": 128}},
         }},
     )
@@ -65,7 +75,7 @@ def _snapshot(warehouse: Path, artifacts: Path) -> dict[str, object]:
                   for table in TABLES}
     versions = {name: embeddings_folder(artifacts / "embeddings", DATASET, name).current() for name in EMBEDDINGS}
     checkpoints = {name: load_checkpoint(artifacts / "checkpoints", DATASET, name).version
-                   for name in ("popularity", "sasrec", "learn")}
+                   for name in MODELS}
     return {**tables, "embedding_versions": versions, "checkpoints": checkpoints}
 
 
@@ -134,7 +144,7 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     # by the evaluation, the Dagster run id), the best on validation registered.
     store = TrackingStore(artifacts / "mlflow")
     runs = {run.data.tags["model"]: run for run in find_runs(store, TRAINING_EXPERIMENT)}
-    assert set(runs) == {"popularity", "sasrec", "learn"}
+    assert set(runs) == set(MODELS)
     for name, run in runs.items():
         assert run.info.status == "FINISHED" and run.data.tags["dagster_run_id"] == first.run_id
         assert {"best_valid_ndcg_at_10", "test_recall_at_10", "test_cold_items_users"} <= set(run.data.metrics), name
@@ -142,17 +152,25 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     assert learn_run.data.params["item_tower"] == "shared" and learn_run.data.params["content"] == "item_text"
     history = store.client().get_metric_history(learn_run.info.run_id, "valid_ndcg_at_10")
     assert [metric.step for metric in history] == [1, 2]
+
+    # Content-SASRec reads exactly the published item_text version it names (MLflow, manifest, weights).
+    content_run = runs["content_sasrec"]
+    assert content_run.data.params["content"] == "item_text" and content_run.data.params["fusion"] == "hybrid"
+    assert content_run.data.params["content_version"] == before["embedding_versions"]["item_text"] == text.path.name
+    content_checkpoint = load_checkpoint(artifacts / "checkpoints", DATASET, "content_sasrec")
+    assert content_checkpoint.manifest["info"]["content_version"] == text.path.name
+    np.testing.assert_array_equal(content_checkpoint.model.content[1:].numpy(), text.vectors)
     assert (artifacts / "mlflow" / "artifacts").is_dir() and not list(cwd.iterdir())
 
     # Evaluation: every model in the table, JSON and warehouse; the selected model beats popularity.
     evaluation = _metadata(first, "model_evaluation")
     selected = evaluation["selected_model"]
-    assert selected in {"sasrec", "learn"}
+    assert selected in {"sasrec", "content_sasrec", "learn"}
     assert "| popularity |" in evaluation["results_table"] and "| learn |" in evaluation["results_table"]
     assert evaluation["recall_curves"].startswith("![test recall@k per model](data:image/png;base64,")
     metric_rows = before["evaluation.model_metrics"]
     assert {(model, split) for model, split, *_ in metric_rows} == {
-        (model, split) for model in ("popularity", "sasrec", "learn") for split in ("valid", "test")}
+        (model, split) for model in MODELS for split in ("valid", "test")}
     versions = store.client().search_model_versions(f"name = 'llmrec-{DATASET}'")
     assert len(versions) == 1 and versions[0].tags["model"] == selected
     assert float(versions[0].tags["valid_ndcg_at_10"]) > 0

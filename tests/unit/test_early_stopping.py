@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from ml.train.early_stopping import fit_with_early_stopping
+from ml.train.early_stopping import EpochBudget, fit_with_early_stopping
 
 
 def _run(scores: list[float], max_epochs: int, patience: int, eval_every: int = 1):
@@ -43,3 +43,26 @@ def test_validates_every_n_epochs_and_after_the_last() -> None:
 def test_a_tie_keeps_the_earlier_epoch() -> None:
     model, outcome, _ = _run([0.2, 0.2, 0.2], max_epochs=3, patience=5)
     assert outcome.best_epoch == 1 and model.weight.item() == 1.0
+
+
+def test_patience_counts_validations_not_epochs() -> None:
+    # Validation every 2 epochs: epochs 2, 4, 6, 8 score 0.2, 0.5, 0.4, 0.3; patience 2 -> stop at epoch 8.
+    _, outcome, seen = _run([0.0, 0.2, 0.0, 0.5, 0.0, 0.4, 0.0, 0.3, 0.0, 0.9], max_epochs=10, patience=2,
+                            eval_every=2)
+    assert outcome.best_epoch == 4 and seen == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_epoch_budget_turns_steps_into_epochs_for_each_dataset_size() -> None:
+    from ml.train.early_stopping import epoch_budget
+
+    # A 22k-user dataset (88 steps per epoch) and a 943-user one (4 steps) under the same step budget.
+    assert epoch_budget(88, max_epochs=1000, eval_every=2, max_steps=1800, eval_every_steps=176) == (
+        EpochBudget(max_epochs=21, eval_every=2))
+    assert epoch_budget(4, max_epochs=1000, eval_every=2, max_steps=1800, eval_every_steps=176) == (
+        EpochBudget(max_epochs=450, eval_every=44))
+    # Without step settings the epoch settings hold; max_epochs still caps a step budget.
+    assert epoch_budget(4, max_epochs=20, eval_every=3) == EpochBudget(max_epochs=20, eval_every=3)
+    assert epoch_budget(4, max_epochs=20, eval_every=3, max_steps=1800) == EpochBudget(max_epochs=20, eval_every=3)
+    # Validation never less often than the whole run.
+    assert epoch_budget(100, max_epochs=1000, eval_every=2, max_steps=150, eval_every_steps=1000) == (
+        EpochBudget(max_epochs=2, eval_every=2))

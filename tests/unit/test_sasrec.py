@@ -11,7 +11,7 @@ from ml.models.sasrec import SASRec, SASRecConfig, left_pad
 from ml.train.sasrec_training import train_sasrec, training_pairs
 
 SMALL = SASRecConfig(hidden_dim=32, n_layers=2, n_heads=2, max_len=20, dropout=0.1, lr=3e-3, batch_size=32,
-                     eval_batch_size=64, max_epochs=4, patience=4, device="cpu")
+                     eval_batch_size=64, max_epochs=4, patience=4, eval_every=1, device="cpu")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -158,3 +158,61 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_by_the_last_epoch() ->
     assert [record["lr"] for record in constant.history] == [1e-2] * 3
     with pytest.raises(ValueError, match="lr_schedule"):
         SASRecConfig(lr_schedule="step")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("n_heads", [1, 2])
+def test_train_and_eval_mode_agree_at_dropout_zero(n_heads: int) -> None:
+    """Eval mode may take PyTorch's fused encoder path (never used in training): it must compute the same."""
+    torch.manual_seed(0)
+    config = SASRecConfig(hidden_dim=16, n_layers=2, n_heads=n_heads, max_len=8, dropout=0.0)
+    model = SASRec(n_items=20, config=config)
+    inputs = torch.tensor([[0, 0, 0, 3, 4, 5], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 9]])
+    real = inputs != 0
+    with torch.no_grad():
+        trained = model.train()(inputs)
+        evaluated = model.eval()(inputs)
+    torch.testing.assert_close(trained[real], evaluated[real], rtol=1e-5, atol=1e-5)
+    histories = [np.array([3, 4, 5]), np.array([1, 2, 3, 4, 5, 6]), np.array([9])]
+    model.train()
+    with torch.no_grad():
+        train_scores = model.user_embedding(histories) @ model.item_table().T
+    torch.testing.assert_close(train_scores, model.score(histories), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("batch_size", "bucket_batches"), [(4, 1), (4, 8), (7, 3), (64, 1)])
+def test_every_real_position_weighs_the_same_whatever_the_batching(batch_size: int, bucket_batches: int) -> None:
+    """Summed over an epoch's batches, the loss is (batches x) the mean over all positions: batching only regroups."""
+    from ml.train.sasrec_training import batch_loss, bucketed_batches
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    # Very unequal lengths, as in leave-one-out data: many 2-3 item users, a few long ones.
+    train = [rng.integers(1, 21, size=int(length)) for length in rng.choice([2, 3, 3, 4, 30], size=40)]
+    inputs, targets = training_pairs(train, max_len=12)
+    model = SASRec(n_items=20, config=SASRecConfig(hidden_dim=8, n_layers=1, max_len=12, dropout=0.0)).eval()
+    lengths = (targets != 0).sum(dim=1)
+    batches = bucketed_batches(lengths, batch_size, torch.Generator().manual_seed(0), bucket_batches)
+    per_batch = float(lengths.sum()) / len(batches)
+    with torch.no_grad():
+        epoch = sum(float(batch_loss(model, inputs[rows], targets[rows], per_batch)[0]) for rows in batches)
+        real = targets != 0
+        every_position = torch.nn.functional.cross_entropy(model.item_logits(model(inputs)[real]), targets[real] - 1)
+    assert epoch == pytest.approx(len(batches) * float(every_position), rel=1e-5)
+    assert sum(int(batch_loss(model, inputs[rows], targets[rows], per_batch)[1]) for rows in batches) == real.sum()
+
+
+def test_a_per_batch_mean_would_overweight_short_sequences() -> None:
+    """The bias this loss removes: with length-sorted batches, per-batch means favour the short users."""
+    from ml.train.sasrec_training import bucketed_batches
+
+    rng = np.random.default_rng(0)
+    lengths = torch.from_numpy(rng.choice([1, 2, 3, 10, 40], size=512))
+    batches = bucketed_batches(lengths, 32, torch.Generator().manual_seed(0), bucket_batches=16)
+    # A per-batch mean gives each batch weight 1 / n_batches, shared by its positions.
+    weight_by_mean = torch.zeros(len(lengths), dtype=torch.float64)
+    for rows in batches:
+        weight_by_mean[rows] = 1.0 / len(batches) / float(lengths[rows].sum())
+    short = lengths <= 3
+    short_share_of_gradient = float((weight_by_mean * lengths)[short].sum())
+    short_share_of_positions = float(lengths[short].sum() / lengths.sum())
+    assert short_share_of_gradient > 2 * short_share_of_positions
