@@ -83,6 +83,39 @@ def bucketed_batches(
     return [batches[index] for index in torch.randperm(len(batches), generator=generator).tolist()]
 
 
+def position_batches(
+    lengths: torch.Tensor, positions_per_batch: float, generator: torch.Generator, bucket_batches: int = 32
+) -> list[torch.Tensor]:
+    """Shuffled batches of rows holding about `positions_per_batch` real positions each (token-budget batching).
+
+    Rows are shuffled, cut into buckets of about `bucket_batches` batches' worth of positions, sorted by
+    length inside each bucket and cut greedily wherever the running position count reaches the budget;
+    then the batch order is shuffled. Short sequences travel in wide batches and long ones in narrow
+    batches, so every step carries about the same number of positions (as a shuffled user batch does
+    on average) while hardly any padding is computed. A row longer than the budget is a batch alone.
+    """
+    order = torch.randperm(len(lengths), generator=generator)
+    budget = max(1.0, positions_per_batch)
+    cumulative = torch.cumsum(lengths[order].double(), dim=0)
+    bucket_ids = torch.floor((cumulative - 1) / (budget * bucket_batches)).long() if len(order) else cumulative.long()
+    batches: list[torch.Tensor] = []
+    for bucket in torch.unique_consecutive(bucket_ids):
+        rows = order[bucket_ids == bucket]
+        rows = rows[torch.argsort(lengths[rows], stable=True)]
+        running = torch.cumsum(lengths[rows].double(), dim=0)
+        cut_ids = torch.floor((running - 1) / budget).long()
+        batches += [rows[cut_ids == cut] for cut in torch.unique_consecutive(cut_ids)]
+    return [batches[index] for index in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def epoch_batches(lengths: torch.Tensor, config: SASRecConfig, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches of row indices, by `config.batching` (users per batch or positions per batch)."""
+    if config.batching == "positions":
+        mean_length = float(lengths.sum()) / max(1, len(lengths))
+        return position_batches(lengths, config.batch_size * mean_length, generator, config.bucket_batches)
+    return bucketed_batches(lengths, config.batch_size, generator, config.bucket_batches)
+
+
 def batches_per_epoch(n_rows: int, batch_size: int, bucket_batches: int = 32) -> int:
     """How many batches `bucketed_batches` cuts `n_rows` rows into (it depends on the count only, not the lengths)."""
     bucket = batch_size * bucket_batches
@@ -120,7 +153,7 @@ def _train_epoch(
     """One pass over the shuffled training sequences; returns the mean loss per predicted position."""
     model.train()
     lengths = (targets != 0).sum(dim=1)
-    batches = bucketed_batches(lengths, config.batch_size, generator, config.bucket_batches)
+    batches = epoch_batches(lengths, config, generator)
     positions_per_batch = float(lengths.sum()) / len(batches)
     total_loss, total_positions = 0.0, 0
     for rows in batches:
@@ -160,7 +193,8 @@ def train_sequence_model(
         raise ValueError("no user has two or more training items: nothing to train on")
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = batches_per_epoch(len(inputs), config.batch_size, config.bucket_batches)
+    # Steps per epoch depend on the lengths when batches hold positions: count one epoch's cut.
+    steps_per_epoch = len(epoch_batches((targets != 0).sum(dim=1), config, torch.Generator().manual_seed(config.seed)))
     budget = epoch_budget(steps_per_epoch, config.max_epochs, config.eval_every, config.max_steps,
                           config.eval_every_steps)
     if config.lr_schedule == "cosine":

@@ -179,10 +179,12 @@ def test_train_and_eval_mode_agree_at_dropout_zero(n_heads: int) -> None:
     torch.testing.assert_close(train_scores, model.score(histories), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("batch_size", "bucket_batches"), [(4, 1), (4, 8), (7, 3), (64, 1)])
-def test_every_real_position_weighs_the_same_whatever_the_batching(batch_size: int, bucket_batches: int) -> None:
+@pytest.mark.parametrize(("batch_size", "bucket_batches", "batching"), [
+    (4, 1, "users"), (4, 8, "users"), (7, 3, "users"), (64, 1, "users"), (4, 8, "positions"), (3, 1, "positions")])
+def test_every_real_position_weighs_the_same_whatever_the_batching(batch_size: int, bucket_batches: int,
+                                                                    batching: str) -> None:
     """Summed over an epoch's batches, the loss is (batches x) the mean over all positions: batching only regroups."""
-    from ml.train.sasrec_training import batch_loss, bucketed_batches
+    from ml.train.sasrec_training import batch_loss, epoch_batches
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -191,7 +193,9 @@ def test_every_real_position_weighs_the_same_whatever_the_batching(batch_size: i
     inputs, targets = training_pairs(train, max_len=12)
     model = SASRec(n_items=20, config=SASRecConfig(hidden_dim=8, n_layers=1, max_len=12, dropout=0.0)).eval()
     lengths = (targets != 0).sum(dim=1)
-    batches = bucketed_batches(lengths, batch_size, torch.Generator().manual_seed(0), bucket_batches)
+    config = SASRecConfig(batch_size=batch_size, bucket_batches=bucket_batches, batching=batching)  # type: ignore[arg-type]
+    batches = epoch_batches(lengths, config, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat(batches).tolist()) == list(range(len(lengths)))
     per_batch = float(lengths.sum()) / len(batches)
     with torch.no_grad():
         epoch = sum(float(batch_loss(model, inputs[rows], targets[rows], per_batch)[0]) for rows in batches)
@@ -216,3 +220,22 @@ def test_a_per_batch_mean_would_overweight_short_sequences() -> None:
     short_share_of_gradient = float((weight_by_mean * lengths)[short].sum())
     short_share_of_positions = float(lengths[short].sum() / lengths.sum())
     assert short_share_of_gradient > 2 * short_share_of_positions
+
+
+def test_position_batches_hold_about_the_same_positions_with_little_padding() -> None:
+    from ml.train.sasrec_training import bucketed_batches, position_batches
+
+    lengths = torch.from_numpy(np.random.default_rng(0).choice([1, 2, 3, 5, 10, 49], size=5000))
+    budget = 64 * float(lengths.double().mean())
+    batches = position_batches(lengths, budget, torch.Generator().manual_seed(0), bucket_batches=8)
+    assert sorted(torch.cat(batches).tolist()) == list(range(5000))
+    positions = np.array([int(lengths[rows].sum()) for rows in batches])
+    # As many steps as 64-user batches would take, each (but a bucket's last) within one row of the budget.
+    assert abs(len(batches) - 5000 / 64) <= 8
+    assert (positions <= budget + 49).all() and np.median(positions) >= 0.95 * budget
+    # Computed width x rows barely exceeds the real positions; shuffled user batches are mostly padding.
+    computed = sum(len(rows) * int(lengths[rows].max()) for rows in batches)
+    shuffled = bucketed_batches(lengths, 64, torch.Generator().manual_seed(0), bucket_batches=1)
+    assert computed < 1.4 * int(lengths.sum()) < 0.5 * sum(len(rows) * int(lengths[rows].max()) for rows in shuffled)
+    again = position_batches(lengths, budget, torch.Generator().manual_seed(0), bucket_batches=8)
+    assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
