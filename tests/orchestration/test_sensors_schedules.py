@@ -76,7 +76,8 @@ def test_weekly_schedule_requests_one_run_per_dataset() -> None:
     for request in requests:
         assert request.tags["training_preset"] == "converged"
         assert request.run_config == preset_run_config("converged")
-        assert request.run_config["ops"]["sasrec_model"]["config"]["max_epochs"] > SASRecTrainingConfig().max_epochs
+        for asset in ("sasrec_model", "content_sasrec_model"):
+            assert request.run_config["ops"][asset]["config"]["max_steps"] > SASRecTrainingConfig().max_steps
         dg.validate_run_config(defs.resolve_job_def("full_pipeline_job"), request.run_config)
 
 
