@@ -108,7 +108,8 @@ class LEARNConfig:
     eval_batch_size: int = 1024  # users scored at once during validation (memory: batch x n_items floats)
     max_epochs: int = 30
     max_steps: int | None = None  # optimizer-step budget: caps the epochs at ceil(max_steps / steps per epoch)
-    patience: int = 5  # validations (one per epoch) without a better validation NDCG@10 before stopping
+    eval_every_steps: int | None = None  # validate every ceil(this / steps per epoch) epochs; None = every epoch
+    patience: int = 5  # validations without a better validation NDCG@10 before stopping
     warmup_steps: int = 0  # linear warmup, then cosine decay to 0 over max_epochs
     seed: int = 0
     device: str = "auto"  # 'auto' = cuda when available, else cpu
@@ -119,8 +120,9 @@ class LEARNConfig:
                      "max_epochs", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be at least 1 (or None for max_epochs only)")
+        for name in ("max_steps", "eval_every_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 (or None)")
         if self.content_dim is not None and self.content_dim < 1:
             raise ValueError("content_dim must be at least 1 (or None to take it from the embeddings)")
         if self.hidden_dim % self.n_heads:

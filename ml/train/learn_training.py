@@ -170,7 +170,7 @@ def train_learn(
     log_q = item_log_frequency(sequences, data.n_items).to(device) if config.logq_correction else None
     optimizer = _optimizer(model, config)
     steps_per_epoch = batches_per_epoch(len(sequences), config.batch_size)
-    budget = epoch_budget(steps_per_epoch, config.max_epochs, 1, config.max_steps)
+    budget = epoch_budget(steps_per_epoch, config.max_epochs, 1, config.max_steps, config.eval_every_steps)
     total_steps = steps_per_epoch * budget.max_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(total_steps, config.warmup_steps))
     valid_histories, valid_targets = data.history("valid")
@@ -189,6 +189,6 @@ def train_learn(
                                   DEFAULT_KS).metrics
 
     outcome = fit_with_early_stopping(model, train_epoch, validate, budget.max_epochs, config.patience,
-                                      on_epoch=on_epoch, name="LEARN")
+                                      budget.eval_every, on_epoch=on_epoch, name="LEARN")
     return LEARNResult(model=model, config=config, best_epoch=outcome.best_epoch, best_valid=outcome.best_valid,
                        history=outcome.history)

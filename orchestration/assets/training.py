@@ -144,7 +144,9 @@ class LEARNTrainingConfig(dg.Config):
     max_epochs: int = Field(default=1000, description="Upper bound; max_steps and early stopping end sooner.")
     max_steps: int | None = Field(default=1400, description="Optimizer-step budget (about 8 Beauty epochs; "
                                   "null = max_epochs only).")
-    patience: int = 3
+    eval_every_steps: int | None = Field(default=175, description="Validate every this many steps (rounded up "
+                                         "to whole epochs; 175 = one Beauty epoch); null = every epoch.")
+    patience: int = Field(default=3, description="Validations in a row without a better NDCG@10 before stopping.")
     seed: int = 0
     device: str = "auto"
 
