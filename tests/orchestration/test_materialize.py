@@ -64,7 +64,8 @@ def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInP
                                         "patience": 20, "max_steps": None, "eval_every_steps": None}},
             "content_sasrec_model": {"config": {**TINY, "hidden_dim": 16, "batch_size": 128, "max_steps": None,
                                                 "eval_every_steps": None, "eval_every": 1}},
-            "learn_model": {"config": {**TINY, "hidden_dim": 16, "output_dim": 16, "batch_size": 128}},
+            "learn_model": {"config": {**TINY, "hidden_dim": 16, "output_dim": 16, "batch_size": 128,
+                                       "eval_every_steps": None}},
         }},
     )
 
