@@ -306,6 +306,32 @@ def sasrec_model(
     return _train_tracked(context, mlflow.store(), artifacts, data, SASREC, asdict(library_config), train)
 
 
+def _train_on_content(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, artifacts: ArtifactStoreResource,
+    mlflow: MlflowResource, name: str, content_key: str, library_config: Any,
+    fit: Callable[[SequenceData, np.ndarray, Any, Callable[[int, dict[str, float]], None]], Any],
+) -> dg.MaterializeResult:
+    """Train a model that reads a published content set: `fit(data, vectors, config, on_epoch)`, tracked.
+
+    The set's name, version and encoder go to MLflow's params and the checkpoint manifest, so a run
+    names exactly the embedding version it read.
+    """
+    data = _load(warehouse, context.partition_key)
+    content_name = CONTENT_SETS[content_key]
+    stored = read_content(artifacts, data, content_name)
+    content = _content_params(content_name, stored)
+
+    def train(on_epoch: Callable[[int, dict[str, float]], None]) -> tuple[TrainedModule, Any, dict[str, Any]]:
+        result = fit(data, np.asarray(stored.vectors), library_config, on_epoch)
+        return result.model, result.config, {
+            "best_epoch": result.best_epoch, "best_valid": result.best_valid, "history": result.history,
+            "extra": content,
+        }
+
+    return _train_tracked(context, mlflow.store(), artifacts, data, name, {**asdict(library_config), **content},
+                          train)
+
+
 @dg.asset(deps=[USER_SEQUENCES, item_text_embeddings, item_llm_embeddings], group_name="training",
           partitions_def=dataset_partitions, pool=DUCKDB_POOL, compute_kind="pytorch")
 def learn_model(
@@ -313,21 +339,8 @@ def learn_model(
     artifacts: ArtifactStoreResource, mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     """LEARN's PAL twin tower over frozen content embeddings, dense all-action loss (epoch chosen on validation)."""
-    data = _load(warehouse, context.partition_key)
-    content_name = CONTENT_SETS[config.content]
-    stored = read_content(artifacts, data, content_name)
-    library_config = config.learn()
-    content = _content_params(content_name, stored)
-
-    def train(on_epoch: Callable[[int, dict[str, float]], None]) -> tuple[TrainedModule, Any, dict[str, Any]]:
-        result = train_learn(data, np.asarray(stored.vectors), library_config, on_epoch=on_epoch)
-        return result.model, result.config, {
-            "best_epoch": result.best_epoch, "best_valid": result.best_valid, "history": result.history,
-            "extra": content,
-        }
-
-    return _train_tracked(context, mlflow.store(), artifacts, data, LEARN, {**asdict(library_config), **content},
-                          train)
+    return _train_on_content(context, warehouse, artifacts, mlflow, LEARN, config.content, config.learn(),
+                             lambda data, vectors, cfg, on_epoch: train_learn(data, vectors, cfg, on_epoch=on_epoch))
 
 
 @dg.asset(deps=[USER_SEQUENCES, item_text_embeddings, item_llm_embeddings, profile_embeddings],
@@ -337,18 +350,6 @@ def content_sasrec_model(
     artifacts: ArtifactStoreResource, mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     """Content-SASRec: SASRec over an item table fused with frozen LLM-derived content (epoch chosen on validation)."""
-    data = _load(warehouse, context.partition_key)
-    content_name = CONTENT_SETS[config.content]
-    stored = read_content(artifacts, data, content_name)
-    library_config = config.content_sasrec()
-    content = _content_params(content_name, stored)
-
-    def train(on_epoch: Callable[[int, dict[str, float]], None]) -> tuple[TrainedModule, Any, dict[str, Any]]:
-        result = train_content_sasrec(data, np.asarray(stored.vectors), library_config, on_epoch=on_epoch)
-        return result.model, library_config, {
-            "best_epoch": result.best_epoch, "best_valid": result.best_valid, "history": result.history,
-            "extra": content,
-        }
-
-    return _train_tracked(context, mlflow.store(), artifacts, data, CONTENT_SASREC,
-                          {**asdict(library_config), **content}, train)
+    return _train_on_content(
+        context, warehouse, artifacts, mlflow, CONTENT_SASREC, config.content, config.content_sasrec(),
+        lambda data, vectors, cfg, on_epoch: train_content_sasrec(data, vectors, cfg, on_epoch=on_epoch))
