@@ -32,6 +32,7 @@ from typing import Literal, get_args
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 LRSchedule = Literal["constant", "cosine"]
@@ -166,7 +167,9 @@ class SASRec(nn.Module):
             raise ValueError(f"sequences of length {length} exceed max_len {self.max_len}")
         padding = inputs == 0
         positions = torch.arange(self.max_len - length, self.max_len, device=inputs.device)
-        hidden = table[inputs] + self.position_embedding(positions).unsqueeze(0)
+        # F.embedding, not table[inputs]: its CPU backward sums each row's gradients in a fixed order, where
+        # advanced indexing's accumulate is multi-threaded and not bit-reproducible (reruns must match).
+        hidden = F.embedding(inputs, table, padding_idx=0) + self.position_embedding(positions).unsqueeze(0)
         hidden = self.dropout(hidden).masked_fill(padding.unsqueeze(-1), 0.0)
         mask = self.attention_mask(padding)
         for layer in self.layers:
