@@ -38,7 +38,7 @@ import duckdb
 import numpy as np
 import torch
 
-from ml.data.embedding_store import read_embeddings
+from ml.data.embedding_store import read_item_content
 from ml.data.sequences import SequenceData, load_sequences
 from ml.evaluate.ranking import evaluate_model, evaluate_protocols
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
@@ -93,9 +93,7 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 def _content(data: SequenceData, source: str) -> np.ndarray:
     """The current published content vectors of `source`, checked against the vocabulary."""
-    stored = read_embeddings(data_dir() / "embeddings", data.dataset, CONTENT_SETS[source])
-    if stored.ids != data.item_ids:
-        raise ValueError(f"{stored.path} does not cover the interaction vocabulary of {data.dataset}")
+    stored = read_item_content(data_dir() / "embeddings", data.dataset, CONTENT_SETS[source], data.item_ids)
     return np.asarray(stored.vectors)
 
 

@@ -36,6 +36,11 @@ class StoredEmbeddings:
     manifest: dict[str, Any]
     path: Path
 
+    def provenance(self) -> dict[str, str]:
+        """Which set, version and encoder these are: what a model that read them logs and keeps in its checkpoint."""
+        return {"content": self.path.parent.name, "content_version": self.path.name,
+                "content_model": str(self.manifest.get("model_id", ""))}
+
 
 def vectors_from_arrow(table: pa.Table, column: str = "vector") -> np.ndarray:
     """A list<float> column as an (n_rows, dim) float32 matrix, through one flat buffer (no Python floats)."""
@@ -102,3 +107,16 @@ def read_embeddings(root: Path, dataset: str, name: str, version: str | None = N
     vectors = vectors_from_arrow(table).reshape(table.num_rows, manifest["dim"])
     extra = {column: table.column(column).to_pylist() for column in manifest["columns"]}
     return StoredEmbeddings(table.column("id").to_pylist(), vectors, extra, manifest, folder)
+
+
+def read_item_content(root: Path, dataset: str, name: str, item_ids: Sequence[str]) -> StoredEmbeddings:
+    """The current `name` item embeddings of `dataset`, checked to hold exactly `item_ids`, in that order.
+
+    Raises `NoCurrentVersion` when none is published yet, ValueError when the ids differ (a model
+    row i must be item i of the interaction vocabulary).
+    """
+    stored = read_embeddings(root, dataset, name)
+    if stored.ids != list(item_ids):
+        raise ValueError(f"{name} embeddings of {dataset} ({stored.path}) do not cover exactly the interaction "
+                         "vocabulary; rematerialize them")
+    return stored

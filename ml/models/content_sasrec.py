@@ -13,6 +13,16 @@ table changes. With `fusion`:
 - `content`: item vector = W c only (no ID embedding): the content-only ablation.
 - `init`: an ID-only SASRec whose table starts from the PCA of the content (to d dims, scaled to
   the ID init's std): the initialisation route of LLMEmb / Harte et al.
+- `dual`: LLM-ESR's dual-view model (Liu et al., NeurIPS 2024). Two item views, each d wide: the
+  collaborative view (ID rows initialised from the content's PCA, as `init`) and the semantic view
+  (W c). One shared encoder reads the sequence twice, once per view; the user vector is the two
+  final states side by side and an item's vector its two views side by side, so a score is the sum
+  of the two views' dot products and the semantic view scores every item, cold ones included, by
+  what the sequence says about its content. Vectors are 2d wide (the faiss index takes them as they
+  are). Choices: LLM-ESR's adapter is two linear layers with no activation between them, which is a
+  linear map of rank <= d anyway: one bias-free W (content_dim -> d) is the same family and keeps
+  the padding row zero; its retrieval-augmented self-distillation for short-history users is left
+  out (the issue asks for the item side; it needs a user-similarity index of its own).
 
 Choices the papers leave open, and what we do: W starts from N(0, 0.02) like every other weight, so
 with unit-norm content (384-d MiniLM) the content term starts at the ID rows' scale (component std
@@ -28,11 +38,12 @@ from typing import Literal, get_args
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ml.models.sasrec import SASRec, SASRecConfig
 
-Fusion = Literal["hybrid", "content", "init"]
+Fusion = Literal["hybrid", "content", "init", "dual"]
 
 
 @dataclass(frozen=True)
@@ -76,12 +87,12 @@ class ContentSASRec(SASRec):
         padded[1:] = content
         self.register_buffer("content", torch.from_numpy(padded), persistent=False)  # saved by the checkpoint
         self.content_projection: nn.Linear | None = None
-        if config.fusion in ("hybrid", "content"):
+        if config.fusion in ("hybrid", "content", "dual"):
             self.content_projection = nn.Linear(content.shape[1], config.hidden_dim, bias=False)
             nn.init.normal_(self.content_projection.weight, std=config.content_init_std)
         if config.fusion == "content":
             self.item_embedding = None  # type: ignore[assignment]  # content-only: no ID rows at all
-        elif config.fusion == "init":
+        elif config.fusion in ("init", "dual"):
             with torch.no_grad():
                 self.item_embedding.weight[1:] = torch.from_numpy(
                     pca_table(content, config.hidden_dim, config.content_init_std))
@@ -92,8 +103,24 @@ class ContentSASRec(SASRec):
         return self.position_embedding.weight.device
 
     def item_table(self) -> torch.Tensor:
-        """(n_items + 1, hidden_dim) item vectors (row 0 = padding, exactly zero)."""
+        """(n_items + 1, hidden_dim) item vectors, (n_items + 1, 2 hidden_dim) for `dual` (row 0 = padding, zero)."""
         if self.content_projection is None:
             return self.item_embedding.weight
         projected = self.content_projection(self.content)
-        return projected if self.item_embedding is None else self.item_embedding.weight + projected
+        if self.item_embedding is None:
+            return projected
+        if self.fusion == "dual":
+            return torch.cat([self.item_embedding.weight, projected], dim=1)
+        return self.item_embedding.weight + projected
+
+    def encode(self, inputs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Hidden states (batch, L, width of `table`); `dual` encodes each view with the shared blocks."""
+        if self.fusion != "dual":
+            return super().encode(inputs, table)
+        collaborative, semantic = table.chunk(2, dim=1)
+        padding = inputs == 0
+        # Both views in one pass of twice the batch: the same blocks and positions, half the kernel launches.
+        vectors = torch.cat([F.embedding(inputs, collaborative, padding_idx=0),
+                             F.embedding(inputs, semantic, padding_idx=0)])
+        hidden = self.encode_vectors(vectors, torch.cat([padding, padding]))
+        return torch.cat(hidden.chunk(2, dim=0), dim=-1)

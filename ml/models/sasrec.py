@@ -162,14 +162,17 @@ class SASRec(nn.Module):
 
     def encode(self, inputs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """Hidden states of left-padded item indices, reading item vectors from `table` (n_items + 1, d)."""
-        length = inputs.shape[1]
-        if length > self.max_len:
-            raise ValueError(f"sequences of length {length} exceed max_len {self.max_len}")
-        padding = inputs == 0
-        positions = torch.arange(self.max_len - length, self.max_len, device=inputs.device)
         # F.embedding, not table[inputs]: its CPU backward sums each row's gradients in a fixed order, where
         # advanced indexing's accumulate is multi-threaded and not bit-reproducible (reruns must match).
-        hidden = F.embedding(inputs, table, padding_idx=0) + self.position_embedding(positions).unsqueeze(0)
+        return self.encode_vectors(F.embedding(inputs, table, padding_idx=0), inputs == 0)
+
+    def encode_vectors(self, vectors: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """Hidden states (batch, L, d) of left-padded input vectors (batch, L, d); `padding` is True at pads."""
+        length = vectors.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"sequences of length {length} exceed max_len {self.max_len}")
+        positions = torch.arange(self.max_len - length, self.max_len, device=vectors.device)
+        hidden = vectors + self.position_embedding(positions).unsqueeze(0)
         hidden = self.dropout(hidden).masked_fill(padding.unsqueeze(-1), 0.0)
         mask = self.attention_mask(padding)
         for layer in self.layers:

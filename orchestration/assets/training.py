@@ -16,26 +16,18 @@ import numpy as np
 from dagster_dbt import get_asset_key_for_model
 from pydantic import Field
 
-from ml.data.embedding_store import StoredEmbeddings, read_embeddings
+from ml.data.embedding_store import StoredEmbeddings, read_item_content
 from ml.data.sequences import SequenceData, load_sequences
 from ml.data.versioned import NoCurrentVersion
 from ml.evaluate.ranking import evaluate_model
-from ml.evaluate.report import plot_training_curve, png_markdown
-from ml.models.checkpoints import Checkpoint, TrainedModule, save_checkpoint
+from ml.evaluate.report import png_markdown
 from ml.models.content_sasrec import ContentSASRecConfig, Fusion
 from ml.models.learn import LEARNConfig, TargetSpan
 from ml.models.popularity import PopularityModel
 from ml.models.sasrec import Batching, LossWeighting, LRSchedule, SASRecConfig
-from ml.tracking.mlflow_store import (
-    TrackingStore,
-    finish_run,
-    log_artifact,
-    log_epoch,
-    log_metrics,
-    log_model,
-    start_training_run,
-)
+from ml.tracking.training_runs import RunPlace, TrainingOutcome, track_training
 from ml.train.content_sasrec_training import train_content_sasrec
+from ml.train.early_stopping import EpochCallback
 from ml.train.learn_training import train_learn
 from ml.train.sasrec_training import train_sasrec
 from orchestration.assets.dbt import data_layer_dbt
@@ -106,7 +98,8 @@ class ContentSASRecTrainingConfig(SASRecTrainingConfig):
         default="item_text", description="Frozen content: item_text (MiniLM over the catalog text), item_llm "
         "(frozen LLM, CEX) or item_profile (MiniLM over the RLMRec item profiles, catalog text where none).")
     fusion: Fusion = Field(default="hybrid", description="hybrid = ID + W content; content = W content only; "
-                           "init = ID table initialised from the content's PCA.")
+                           "init = ID table initialised from the content's PCA; dual = LLM-ESR's two views "
+                           "(PCA-initialised ID | W content) through one shared encoder, scores summed.")
     content_init_std: float = 0.02
 
     def content_sasrec(self) -> ContentSASRecConfig:
@@ -189,60 +182,26 @@ def _epoch_table(history: list[dict[str, float]]) -> str:
 
 
 def _train_tracked(
-    context: dg.AssetExecutionContext,
-    store: TrackingStore,
-    artifacts: ArtifactStoreResource,
-    data: SequenceData,
-    name: str,
-    params: dict[str, Any],
-    train: Callable[[Callable[[int, dict[str, float]], None]], tuple[TrainedModule, Any, dict[str, Any]]],
+    context: dg.AssetExecutionContext, mlflow: MlflowResource, artifacts: ArtifactStoreResource,
+    data: SequenceData, name: str, params: dict[str, Any], train: Callable[[EpochCallback], TrainingOutcome],
 ) -> dg.MaterializeResult:
-    """Run `train(on_epoch)` inside an MLflow run, checkpoint the model and describe it as asset metadata.
-
-    `train` returns (model, library config or None, info with best_epoch, best_valid and history).
-    """
-    run_id = start_training_run(
-        store, TRAINING_EXPERIMENT, f"{data.dataset}/{name}",
-        tags={"dataset": data.dataset, "model": name, "dagster_run_id": context.run.run_id,
-              "dagster_asset": context.asset_key.to_user_string()},
-        params=params,
-    )
-
-    def on_epoch(epoch: int, record: dict[str, float]) -> None:
-        context.log.info("%s epoch %d %s", name, epoch, {k: round(v, 4) for k, v in record.items()})
-        log_epoch(store, run_id, epoch, record)
-
-    try:
-        model, config, info = train(on_epoch)
-        log_metrics(store, run_id, info["best_valid"], prefix="best_valid_")
-        log_metrics(store, run_id, {"best_epoch": info["best_epoch"], "epochs_run": len(info["history"])})
-        model_uri = log_model(store, run_id, model)
-        plot = None
-        if info["history"]:
-            plot = plot_training_curve(
-                info["history"], artifacts.results_root() / data.dataset / f"{name}_training_curve.png", title=name
-            )
-            log_artifact(store, run_id, plot)
-        checkpoint: Checkpoint = save_checkpoint(
-            artifacts.checkpoints_root(), data.dataset, name, model, data.item_ids, config,
-            {"mlflow_run_id": run_id, "mlflow_model_uri": model_uri, "dagster_run_id": context.run.run_id,
-             "best_epoch": info["best_epoch"], "best_valid": info["best_valid"], **info.get("extra", {})},
-        )
-    except BaseException:
-        finish_run(store, run_id, "FAILED")
-        raise
-    finish_run(store, run_id)
+    """Train through `track_training` (MLflow run, checkpoint, curve) and describe the result as asset metadata."""
+    place = RunPlace(mlflow.store(), TRAINING_EXPERIMENT, artifacts.checkpoints_root(), artifacts.results_root(),
+                     tags={"dagster_run_id": context.run.run_id,
+                           "dagster_asset": context.asset_key.to_user_string()})
+    run = track_training(place, data.dataset, name, data.item_ids, params, train, epoch_log=context.log)
+    outcome = run.outcome
     metadata: dict[str, Any] = {
-        "checkpoint": dg.MetadataValue.path(str(checkpoint.path)),
-        "checkpoint_version": checkpoint.version,
-        "mlflow_run_id": run_id,
-        "mlflow_model_uri": model_uri,
-        "best_epoch": info["best_epoch"],
-        **{f"valid_{metric}": round(value, 5) for metric, value in info["best_valid"].items()},
+        "checkpoint": dg.MetadataValue.path(str(run.checkpoint.path)),
+        "checkpoint_version": run.checkpoint.version,
+        "mlflow_run_id": run.run_id,
+        "mlflow_model_uri": run.model_uri,
+        "best_epoch": outcome.best_epoch,
+        **{f"valid_{metric}": round(value, 5) for metric, value in outcome.best_valid.items()},
     }
-    if plot is not None:
-        metadata["training_curve"] = dg.MetadataValue.md(_epoch_table(info["history"]))
-        metadata["training_plot"] = dg.MetadataValue.md(png_markdown(plot, f"{name} validation curve"))
+    if run.curve_png is not None:
+        metadata["training_curve"] = dg.MetadataValue.md(_epoch_table(outcome.history))
+        metadata["training_plot"] = dg.MetadataValue.md(png_markdown(run.curve_png, f"{name} validation curve"))
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -252,23 +211,13 @@ def _load(warehouse: WarehouseResource, dataset: str) -> SequenceData:
 
 
 def read_content(artifacts: ArtifactStoreResource, data: SequenceData, content_name: str) -> StoredEmbeddings:
-    """The current published `content_name` item embeddings, checked to cover exactly the item vocabulary."""
+    """The current published `content_name` item embeddings; a Dagster failure saying what to do when none is."""
     try:
-        stored = read_embeddings(artifacts.embeddings_root(), data.dataset, content_name)
+        return read_item_content(artifacts.embeddings_root(), data.dataset, content_name, data.item_ids)
     except NoCurrentVersion as missing:
         raise dg.Failure(f"no published {content_name} embeddings for {data.dataset}: materialize them first "
                          f"({content_name} is published once every item is encoded; see its left_for_later_runs)"
                          ) from missing
-    if stored.ids != data.item_ids:
-        raise ValueError(f"{content_name} embeddings of {data.dataset} ({stored.path}) do not cover exactly the "
-                         "interaction vocabulary; rematerialize them")
-    return stored
-
-
-def _content_params(content_name: str, stored: StoredEmbeddings) -> dict[str, str]:
-    """Which embedding set and version a model read: logged to MLflow and kept in its checkpoint manifest."""
-    return {"content": content_name, "content_version": stored.path.name,
-            "content_model": str(stored.manifest.get("model_id", ""))}
 
 
 @dg.asset(deps=[USER_SEQUENCES], group_name="training", partitions_def=dataset_partitions, pool=DUCKDB_POOL,
@@ -280,12 +229,11 @@ def popularity_model(
     """The popularity baseline: items ranked by training interaction count, scored on validation."""
     data = _load(warehouse, context.partition_key)
 
-    def train(_: Callable[[int, dict[str, float]], None]) -> tuple[TrainedModule, None, dict[str, Any]]:
+    def train(_: EpochCallback) -> TrainingOutcome:
         model = PopularityModel.fit(data.train, data.n_items)
-        valid = evaluate_model(model.score, *data.history("valid")).metrics
-        return model, None, {"best_epoch": 0, "best_valid": valid, "history": []}
+        return TrainingOutcome(model, None, 0, evaluate_model(model.score, *data.history("valid")).metrics)
 
-    return _train_tracked(context, mlflow.store(), artifacts, data, POPULARITY, {"model": POPULARITY}, train)
+    return _train_tracked(context, mlflow, artifacts, data, POPULARITY, {"model": POPULARITY}, train)
 
 
 @dg.asset(deps=[USER_SEQUENCES], group_name="training", partitions_def=dataset_partitions, pool=DUCKDB_POOL,
@@ -298,18 +246,17 @@ def sasrec_model(
     data = _load(warehouse, context.partition_key)
     library_config = config.sasrec()
 
-    def train(on_epoch: Callable[[int, dict[str, float]], None]) -> tuple[TrainedModule, Any, dict[str, Any]]:
+    def train(on_epoch: EpochCallback) -> TrainingOutcome:
         result = train_sasrec(data, library_config, on_epoch=on_epoch)
-        return result.model, library_config, {"best_epoch": result.best_epoch, "best_valid": result.best_valid,
-                                              "history": result.history}
+        return TrainingOutcome(result.model, library_config, result.best_epoch, result.best_valid, result.history)
 
-    return _train_tracked(context, mlflow.store(), artifacts, data, SASREC, asdict(library_config), train)
+    return _train_tracked(context, mlflow, artifacts, data, SASREC, asdict(library_config), train)
 
 
 def _train_on_content(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, artifacts: ArtifactStoreResource,
     mlflow: MlflowResource, name: str, content_key: str, library_config: Any,
-    fit: Callable[[SequenceData, np.ndarray, Any, Callable[[int, dict[str, float]], None]], Any],
+    fit: Callable[[SequenceData, np.ndarray, Any, EpochCallback], Any],
 ) -> dg.MaterializeResult:
     """Train a model that reads a published content set: `fit(data, vectors, config, on_epoch)`, tracked.
 
@@ -317,19 +264,15 @@ def _train_on_content(
     names exactly the embedding version it read.
     """
     data = _load(warehouse, context.partition_key)
-    content_name = CONTENT_SETS[content_key]
-    stored = read_content(artifacts, data, content_name)
-    content = _content_params(content_name, stored)
+    stored = read_content(artifacts, data, CONTENT_SETS[content_key])
+    content = stored.provenance()
 
-    def train(on_epoch: Callable[[int, dict[str, float]], None]) -> tuple[TrainedModule, Any, dict[str, Any]]:
+    def train(on_epoch: EpochCallback) -> TrainingOutcome:
         result = fit(data, np.asarray(stored.vectors), library_config, on_epoch)
-        return result.model, result.config, {
-            "best_epoch": result.best_epoch, "best_valid": result.best_valid, "history": result.history,
-            "extra": content,
-        }
+        return TrainingOutcome(result.model, result.config, result.best_epoch, result.best_valid, result.history,
+                               extra=content)
 
-    return _train_tracked(context, mlflow.store(), artifacts, data, name, {**asdict(library_config), **content},
-                          train)
+    return _train_tracked(context, mlflow, artifacts, data, name, {**asdict(library_config), **content}, train)
 
 
 @dg.asset(deps=[USER_SEQUENCES, item_text_embeddings, item_llm_embeddings], group_name="training",

@@ -33,22 +33,27 @@ def _models() -> dict[str, tuple[torch.nn.Module, object]]:
     content = np.random.default_rng(0).normal(size=(N_ITEMS, 5)).astype(np.float32)
     content_config = ContentSASRecConfig(hidden_dim=8, n_layers=1, n_heads=2, max_len=6)
     content_model = ContentSASRec(content, content_config).eval()
+    dual_config = ContentSASRecConfig(hidden_dim=8, n_layers=1, n_heads=2, max_len=6, fusion="dual")
+    dual_model = ContentSASRec(content, dual_config).eval()
     with torch.no_grad():
         content_model.item_embedding.weight[1:] += 0.1  # an ID part that differs from a fresh model's
+        dual_model.item_embedding.weight[1:] -= 0.1
     return {
         "content_sasrec": (content_model, content_config),
+        "content_sasrec_dual": (dual_model, dual_config),
         "popularity": (PopularityModel.fit([np.array([1, 1, 2]), np.array([3, 1])], N_ITEMS), None),
         "sasrec": (SASRec(N_ITEMS, sasrec_config).eval(), sasrec_config),
         "learn": (LEARN(content, learn_config).eval(), learn_config),
     }
 
 
-@pytest.mark.parametrize("name", ["popularity", "sasrec", "content_sasrec", "learn"])
+@pytest.mark.parametrize("name", ["popularity", "sasrec", "content_sasrec", "content_sasrec_dual", "learn"])
 def test_round_trip_scores_identically_and_rewrites_nothing(tmp_path: Path, name: str) -> None:
     model, config = _models()[name]
     saved = save_checkpoint(tmp_path, "toy", name, model, ITEM_IDS, config, {"best_epoch": 3})
     loaded = load_checkpoint(tmp_path, "toy", name)
-    assert (loaded.kind, loaded.version, loaded.item_ids) == (name, saved.version, ITEM_IDS)
+    kind = name.removesuffix("_dual")
+    assert (loaded.kind, loaded.version, loaded.item_ids) == (kind, saved.version, ITEM_IDS)
     assert loaded.manifest["info"] == {"best_epoch": 3}
     torch.testing.assert_close(loaded.model.score(HISTORIES), model.score(HISTORIES))
     # Same weights and vocabulary -> the same version; nothing new is written.
@@ -84,7 +89,7 @@ def test_wrong_vocabulary_size_is_refused(tmp_path: Path) -> None:
         save_checkpoint(tmp_path, "toy", "sasrec", model, ITEM_IDS[:-1], config, {})
 
 
-@pytest.mark.parametrize("name", ["sasrec", "content_sasrec", "learn"])
+@pytest.mark.parametrize("name", ["sasrec", "content_sasrec", "content_sasrec_dual", "learn"])
 def test_user_times_item_vectors_reproduce_the_model_scores(name: str) -> None:
     model, _ = _models()[name]
     assert supports_retrieval(model)

@@ -46,6 +46,24 @@ def test_content_only_has_no_id_rows_and_init_has_no_projection() -> None:
         ContentSASRecConfig(fusion="concat")  # type: ignore[arg-type]
 
 
+def test_dual_view_scores_are_the_sum_of_the_two_views_read_by_one_shared_encoder() -> None:
+    """LLM-ESR's dual view: [ID (PCA-initialised) | W c] per item, each view encoded by the same blocks."""
+    content = _content()
+    model = ContentSASRec(content, ContentSASRecConfig(**{**SMALL, "fusion": "dual"})).eval()
+    table = model.item_table()
+    assert table.shape == (13, 32) and torch.count_nonzero(table[0]) == 0
+    np.testing.assert_allclose(table[1:, :16].detach().numpy(), pca_table(content, 16, 0.02), rtol=1e-6)
+    torch.testing.assert_close(table[1:, 16:], torch.from_numpy(content) @ model.content_projection.weight.T)
+    histories = [np.array([3, 5, 7]), np.array([2]), np.array([1, 4, 4, 9, 11, 12])]
+    inputs = torch.tensor([[0, 0, 0, 3, 5, 7], [0, 0, 0, 0, 0, 2], [1, 4, 4, 9, 11, 12]])
+    with torch.no_grad():
+        views = [SASRec.encode(model, inputs, half)[:, -1] for half in table.chunk(2, dim=1)]
+        expected = views[0] @ table[:, :16].T + views[1] @ table[:, 16:].T
+        torch.testing.assert_close(model.score(histories), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model.user_embedding(histories), torch.cat(views, dim=1), rtol=1e-5, atol=1e-6)
+    assert model.catalogue_matrix().shape == (12, 32)
+
+
 def test_pca_table_keeps_the_content_geometry_at_the_requested_scale() -> None:
     content = _content(n_items=200, dim=8)
     table = pca_table(content, dim=8, std=0.02)
@@ -86,14 +104,15 @@ def _cold_item_data(n_pairs: int = 10, n_users: int = 300, seed: int = 0) -> tup
     return data, content
 
 
-def test_content_places_items_never_seen_as_training_targets() -> None:
+@pytest.mark.parametrize("fusion", ["hybrid", "dual"])
+def test_content_places_items_never_seen_as_training_targets(fusion: str) -> None:
     """A twin item that is never a training target is ranked by content; an ID table cannot learn it."""
     data, content = _cold_item_data()
-    config = ContentSASRecConfig(**{**SMALL, "max_epochs": 20})
-    hybrid = train_content_sasrec(data, content, config)
+    config = ContentSASRecConfig(**{**SMALL, "max_epochs": 20, "fusion": fusion})
+    fused = train_content_sasrec(data, content, config)
     plain = train_sasrec(data, SASRecConfig(**{**SMALL, "max_epochs": 20}))
-    assert hybrid.best_valid["recall@10"] > plain.best_valid["recall@10"] + 0.2
-    assert hybrid.best_valid["recall@10"] > 0.8
+    assert fused.best_valid["recall@10"] > plain.best_valid["recall@10"] + 0.2
+    assert fused.best_valid["recall@10"] > 0.8
 
 
 def test_content_rows_must_match_the_vocabulary() -> None:
