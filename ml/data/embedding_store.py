@@ -103,6 +103,8 @@ def read_embeddings(root: Path, dataset: str, name: str, version: str | None = N
     store = embeddings_folder(root, dataset, name)
     folder = store.path(version or store.current())
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    if sha256_file(folder / EMBEDDINGS_FILE) != manifest.get("sha256"):
+        raise ValueError(f"embeddings {folder} are corrupted: {EMBEDDINGS_FILE} does not match its manifest checksum")
     table = pq.read_table(folder / EMBEDDINGS_FILE)
     vectors = vectors_from_arrow(table).reshape(table.num_rows, manifest["dim"])
     extra = {column: table.column(column).to_pylist() for column in manifest["columns"]}

@@ -147,6 +147,10 @@ def load_checkpoint(root: Path, dataset: str, name: str, version: str | None = N
     version = version or store.current()
     path = store.path(version)
     manifest = json.loads((path / MANIFEST_FILE).read_text())
+    # An empty or partial file list would skip the check it exists for: both files must be named.
+    missing = {MODEL_FILE, ITEM_IDS_FILE} - set(manifest.get("files", {}))
+    if missing:
+        raise ValueError(f"checkpoint {path} is corrupted: its manifest has no checksum for {sorted(missing)}")
     for file, expected in manifest["files"].items():
         if sha256_file(path / file) != expected:
             raise ValueError(f"checkpoint {path} is corrupted: {file} does not match its manifest checksum")

@@ -1,5 +1,6 @@
 """Checkpoints of every model kind: round trip, content versions, corruption, and the retrieval interface."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,18 @@ def test_a_corrupted_checkpoint_is_refused(tmp_path: Path) -> None:
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="corrupted: model.pt"):
         load_checkpoint(tmp_path, "toy", "learn")
+
+
+def test_a_manifest_without_checksums_is_refused(tmp_path: Path) -> None:
+    """An emptied file list must not turn verification off."""
+    model, config = _models()["sasrec"]
+    saved = save_checkpoint(tmp_path, "toy", "sasrec", model, ITEM_IDS, config, {})
+    manifest_path = saved.path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"] = {}
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="no checksum for \\['item_ids.json', 'model.pt'\\]"):
+        load_checkpoint(tmp_path, "toy", "sasrec")
 
 
 def test_wrong_vocabulary_size_is_refused(tmp_path: Path) -> None:

@@ -56,6 +56,15 @@ def test_bad_input_is_refused(tmp_path: Path, ids: list[str], vectors: np.ndarra
     assert not (tmp_path / "ds" / "e").exists() or embeddings_folder(tmp_path, "ds", "e").versions() == []
 
 
+def test_a_corrupted_embedding_file_is_refused_on_read(tmp_path: Path) -> None:
+    folder = write_embeddings(tmp_path, "ds", "item_text", ["a", "b"], _vectors(3, 2), "m")
+    data = bytearray((folder / "embeddings.parquet").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / "embeddings.parquet").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupted: embeddings.parquet"):
+        read_embeddings(tmp_path, "ds", "item_text")
+
+
 def test_reading_before_anything_is_published_says_so(tmp_path: Path) -> None:
     with pytest.raises(NoCurrentVersion):
         read_embeddings(tmp_path, "ds", "nothing")
