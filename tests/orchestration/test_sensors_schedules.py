@@ -78,6 +78,7 @@ def test_weekly_schedule_requests_one_run_per_dataset() -> None:
         assert request.run_config == preset_run_config("converged")
         for asset in ("sasrec_model", "content_sasrec_model"):
             assert request.run_config["ops"][asset]["config"]["max_steps"] > SASRecTrainingConfig().max_steps
+        assert request.run_config["ops"]["content_sasrec_model"]["config"]["fusion"] == "dual"
         dg.validate_run_config(defs.resolve_job_def("full_pipeline_job"), request.run_config)
 
 
