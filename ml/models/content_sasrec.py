@@ -20,9 +20,10 @@ table changes. With `fusion`:
   of the two views' dot products and the semantic view scores every item, cold ones included, by
   what the sequence says about its content. Vectors are 2d wide (the faiss index takes them as they
   are). Choices: LLM-ESR's adapter is two linear layers with no activation between them, which is a
-  linear map of rank <= d anyway: one bias-free W (content_dim -> d) is the same family and keeps
-  the padding row zero; its retrieval-augmented self-distillation for short-history users is left
-  out (the issue asks for the item side; it needs a user-similarity index of its own).
+  linear map of rank <= d anyway: one bias-free W (content_dim -> d) is the same family (less its
+  biases, which would make the padding row non-zero); its retrieval-augmented self-distillation
+  for short-history users is left out (the issue asks for the item side; it needs a
+  user-similarity index of its own).
 
 Choices the papers leave open, and what we do: W starts from N(0, 0.02) like every other weight, so
 with unit-norm content (384-d MiniLM) the content term starts at the ID rows' scale (component std
