@@ -38,6 +38,7 @@ import duckdb
 import numpy as np
 import torch
 
+from ml.codes.tables import read_stream_codes
 from ml.data.embedding_store import read_item_content
 from ml.data.sequences import SequenceData, load_sequences
 from ml.evaluate.ranking import evaluate_model, evaluate_protocols
@@ -45,8 +46,10 @@ from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slic
 from ml.models.learn import LEARN
 from ml.models.popularity import PopularityModel
 from ml.train.content_sasrec_training import train_content_sasrec
+from ml.train.eager_training import train_eager
 from ml.train.learn_training import train_learn
 from ml.train.sasrec_training import train_sasrec
+from orchestration.assets.generative import STREAM_SOURCES, EAGERTrainingConfig
 from orchestration.assets.training import (
     CONTENT_SETS,
     TRAINING_PRESETS,
@@ -58,13 +61,14 @@ from orchestration.resources import WAREHOUSE_ENV, data_dir
 
 logger = logging.getLogger("benchmarks.training")
 
-MODELS = ("popularity", "sasrec", "content_sasrec", "learn")
+MODELS = ("popularity", "sasrec", "content_sasrec", "learn", "eager")
 SLICES = ("long_tail_items", "cold_items", "head_items")
 # The training asset (and so the preset key and config class) of each benchmarked model.
 ASSETS: dict[str, tuple[str, type]] = {
     "sasrec": ("sasrec_model", SASRecTrainingConfig),
     "content_sasrec": ("content_sasrec_model", ContentSASRecTrainingConfig),
     "learn": ("learn_model", LEARNTrainingConfig),
+    "eager": ("eager_model", EAGERTrainingConfig),
 }
 
 
@@ -91,6 +95,11 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return values
 
 
+def _warehouse_path() -> str:
+    """The DuckDB file the pipeline writes (its env var, else the default under the data folder)."""
+    return os.environ.get(WAREHOUSE_ENV, str(data_dir() / "warehouse" / "llmrec.duckdb"))
+
+
 def _content(data: SequenceData, source: str) -> np.ndarray:
     """The current published content vectors of `source`, checked against the vocabulary."""
     stored = read_item_content(data_dir() / "embeddings", data.dataset, CONTENT_SETS[source], data.item_ids)
@@ -103,6 +112,14 @@ def _train(spec: RunSpec, data: SequenceData, preset: str) -> tuple[torch.nn.Mod
         return PopularityModel.fit(data.train, data.n_items), [], {}
     asset, config_class = ASSETS[spec.model]
     config = config_class(**{**TRAINING_PRESETS[preset].get(asset, {}), **spec.overrides})
+    if spec.model == "eager":
+        library_config = config.eager()
+        sources = {stream: STREAM_SOURCES[stream] for stream in library_config.active_streams}
+        with duckdb.connect(_warehouse_path(), read_only=True) as con:
+            streams, provenance = read_stream_codes(con, data_dir() / "embeddings", data.dataset, data.item_ids,
+                                                    sources)
+        result = train_eager(data, streams, library_config)
+        return result.model, result.history, {**config.model_dump(), **provenance, "best_epoch": result.best_epoch}
     if spec.model == "sasrec":
         result = train_sasrec(data, config.sasrec())
     elif spec.model == "content_sasrec":
@@ -169,7 +186,8 @@ def _specs(args: argparse.Namespace) -> list[RunSpec]:
             if model not in MODELS:
                 raise SystemExit(f"--run {label!r}: unknown model {model!r}; known: {MODELS}")
         return [RunSpec(label, model, _overrides(pairs)) for label, model, *pairs in args.run]
-    per_model = {"sasrec": args.sasrec_set, "content_sasrec": args.content_sasrec_set, "learn": args.learn_set}
+    per_model = {"sasrec": args.sasrec_set, "content_sasrec": args.content_sasrec_set, "learn": args.learn_set,
+                 "eager": args.eager_set}
     return [RunSpec(name, name, _overrides(per_model.get(name, []))) for name in args.models]
 
 
@@ -188,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a ContentSASRecTrainingConfig field (content=item_llm, fusion=init, ...)")
     parser.add_argument("--learn-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a LEARNTrainingConfig field (content=item_llm for the frozen LLM)")
+    parser.add_argument("--eager-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an EAGERTrainingConfig field (streams=semantic, stt_weight=0, beam_size=...)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="append one JSON line per run to this file")
     parser.add_argument("--table", type=Path, nargs="+", default=None,
@@ -201,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    with duckdb.connect(os.environ.get(WAREHOUSE_ENV, str(data_dir() / "warehouse" / "llmrec.duckdb")),
-                        read_only=True) as con:
+    with duckdb.connect(_warehouse_path(), read_only=True) as con:
         data = load_sequences(con, args.dataset)
     records: list[dict[str, Any]] = []
     for spec in _specs(args):

@@ -73,6 +73,8 @@ def print_results(dataset: str) -> None:
         lines += ["", f"results ({results}; test metrics, model selected on validation "
                       f"{evaluation['selection']['metric']}: {evaluation['selection']['model']}):",
                   evaluation["table_markdown"]]
+        if evaluation["selection"].get("note"):  # a generative model was best on validation but has no item vectors
+            lines += ["", evaluation["selection"]["note"]]
         if "protocols_markdown" in evaluation:  # results.json written before both protocols were scored lack it
             lines += ["", "test under both protocols (history items ranked / removed):",
                       evaluation["protocols_markdown"]]

@@ -1,12 +1,12 @@
 """Trained models on disk, and the one retrieval interface (user vectors x item vectors) shared by all of them.
 
 Layout: `<root>/<dataset>/<model name>/<version>/` holds `model.pt` (kind, config, weights and, for
-LEARN and Content-SASRec, the frozen content matrix it was trained on, so a checkpoint is
-self-contained), `item_ids.json` (row j of every item matrix is item_ids[j]) and `manifest.json`
-(kind, config, training info such as the MLflow run id and best epoch, the sha256 of both files).
-The version is a digest of the weights and the vocabulary, so retraining to identical weights keeps
-the version, and its manifest, of the run that first produced them; `CURRENT` names the version
-downstream steps read (`ml.data.versioned`).
+LEARN and Content-SASRec, the frozen content matrix it was trained on, for EAGER its code tables and
+global features, so a checkpoint is self-contained), `item_ids.json` (row j of every item matrix is
+item_ids[j]) and `manifest.json` (kind, config, training info such as the MLflow run id and best
+epoch, the sha256 of both files). The version is a digest of the weights and the vocabulary, so
+retraining to identical weights keeps the version, and its manifest, of the run that first produced
+them; `CURRENT` names the version downstream steps read (`ml.data.versioned`).
 
 Loading uses `torch.load(weights_only=True)`: a checkpoint is data (tensors, numbers, strings), never code.
 """
@@ -29,6 +29,7 @@ from torch import nn
 
 from ml.data.versioned import VersionedFolder, sha256_file, write_json
 from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
+from ml.models.eager import EAGER, EAGERConfig, StreamCodes
 from ml.models.learn import LEARN, LEARNConfig
 from ml.models.popularity import PopularityModel
 from ml.models.sasrec import SASRec, SASRecConfig
@@ -39,7 +40,7 @@ MODEL_FILE = "model.pt"
 ITEM_IDS_FILE = "item_ids.json"
 MANIFEST_FILE = "manifest.json"
 
-TrainedModule = PopularityModel | SASRec | ContentSASRec | LEARN
+TrainedModule = PopularityModel | SASRec | ContentSASRec | LEARN | EAGER
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Checkpoint:
 
 
 def model_kind(model: nn.Module) -> str:
-    """'popularity', 'sasrec', 'content_sasrec' or 'learn'."""
+    """'popularity', 'sasrec', 'content_sasrec', 'learn' or 'eager'."""
     if isinstance(model, PopularityModel):
         return "popularity"
     if isinstance(model, ContentSASRec):  # before SASRec, its base class
@@ -66,10 +67,15 @@ def model_kind(model: nn.Module) -> str:
         return "sasrec"
     if isinstance(model, LEARN):
         return "learn"
+    if isinstance(model, EAGER):
+        return "eager"
     raise TypeError(f"no checkpoint format for {type(model).__name__}")
 
 
-def _config_dict(model: TrainedModule, config: SASRecConfig | LEARNConfig | None) -> dict[str, Any]:
+ModelConfig = SASRecConfig | LEARNConfig | EAGERConfig
+
+
+def _config_dict(model: TrainedModule, config: ModelConfig | None) -> dict[str, Any]:
     if isinstance(model, PopularityModel):
         return {}
     if config is None:
@@ -88,7 +94,7 @@ def save_checkpoint(
     name: str,
     model: TrainedModule,
     item_ids: Sequence[str],
-    config: SASRecConfig | LEARNConfig | None,
+    config: ModelConfig | None,
     info: dict[str, Any],
 ) -> Checkpoint:
     """Write `model` as a new version of `<root>/<dataset>/<name>` (or keep the identical one) and make it current."""
@@ -102,6 +108,13 @@ def save_checkpoint(
     }
     if isinstance(model, LEARN | ContentSASRec):
         payload["content"] = model.content[1:].detach().cpu()  # the padding row is rebuilt on load
+    if isinstance(model, EAGER):  # the exact code tables and features it was trained and evaluated with
+        payload["streams"] = {
+            stream: {"codes": torch.from_numpy(np.asarray(codes.codes, dtype=np.int64)),
+                     "features": torch.from_numpy(np.asarray(codes.features, dtype=np.float32)),
+                     "branching": codes.branching}
+            for stream, codes in model.stream_codes.items()
+        }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     model_bytes = buffer.getvalue()
@@ -135,6 +148,11 @@ def _rebuild(payload: dict[str, Any]) -> TrainedModule:
         model = ContentSASRec(payload["content"].numpy(), ContentSASRecConfig(**payload["config"]))
     elif kind == "learn":
         model = LEARN(payload["content"].numpy(), LEARNConfig(**payload["config"]))
+    elif kind == "eager":
+        streams = {stream: StreamCodes(codes=part["codes"].numpy(), features=part["features"].numpy(),
+                                       branching=int(part["branching"]))
+                   for stream, part in payload["streams"].items()}
+        model = EAGER(n_items, streams, EAGERConfig(**payload["config"]))
     else:
         raise ValueError(f"unknown model kind {kind!r} in checkpoint")
     model.load_state_dict(payload["state_dict"])

@@ -42,6 +42,12 @@ class TrainingOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # more facts for the checkpoint manifest
 
+    @classmethod
+    def of(cls, result: Any, extra: dict[str, Any] | None = None) -> TrainingOutcome:
+        """The outcome of a trainer's result (model, config, best_epoch, best_valid, history), plus `extra` facts."""
+        return cls(result.model, result.config, result.best_epoch, result.best_valid, result.history,
+                   extra=dict(extra or {}))
+
 
 @dataclass(frozen=True)
 class TrackedRun:

@@ -20,3 +20,11 @@ def cosine_schedule(total_steps: int, warmup_steps: int = 0) -> Callable[[int], 
 def constant_schedule(step: int) -> float:
     """LR multiplier 1 at every step (no schedule)."""
     return 1.0
+
+
+def warmup_constant_schedule(warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier per step: linear warmup to 1 over `warmup_steps`, then 1 (no decay)."""
+    def multiplier(step: int) -> float:
+        return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+    return multiplier

@@ -4,7 +4,10 @@ Each model's checkpoint is the one its training asset selected on validation; he
 validation (again, for the table) and on test, once, with the same full-ranking evaluator
 (`ml/evaluate/ranking.py`: ties count against the model, history unmasked unless configured), plus
 the test slices of `ml/evaluate/slices.py`. The best retrieval model on validation NDCG@10 is
-registered in the MLflow model registry (`llmrec-<dataset>`, alias `champion`). Results land in
+registered in the MLflow model registry (`llmrec-<dataset>`, alias `champion`) and published as the
+faiss index; a generative model (EAGER, beam search over codes, no item vectors) is evaluated and
+ranked like the others, and when it is the best on validation `selection.best_overall` says so while
+the index serves the best retrieval model. Results land in
 `<data>/results/<dataset>/results.json`, a recall@k plot beside it, the warehouse table
 `evaluation.model_metrics` and this asset's metadata. A blocking check refuses a best model that does
 not beat popularity on validation, which keeps it from being published.
@@ -37,6 +40,7 @@ from ml.models.checkpoints import load_checkpoint, supports_retrieval
 from ml.models.learn import LEARN
 from ml.tracking.mlflow_store import log_metrics, register_best_model
 from ml.train.early_stopping import SELECTION_METRIC
+from orchestration.assets.generative import EAGER, eager_model
 from orchestration.assets.training import (
     MODEL_NAMES,
     POPULARITY,
@@ -51,6 +55,7 @@ from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowRe
 RESULTS_FILE = "results.json"
 CURVES_FILE = "recall_curves.png"
 METRICS_TABLE = "evaluation.model_metrics"
+EVALUATED_MODELS = (*MODEL_NAMES, EAGER)
 
 
 class EvaluationConfig(dg.Config):
@@ -101,7 +106,7 @@ def _metric_rows(reports: list[ModelReport]) -> pa.Table:
 
 
 @dg.asset(
-    deps=[popularity_model, sasrec_model, content_sasrec_model, learn_model],
+    deps=[popularity_model, sasrec_model, content_sasrec_model, learn_model, eager_model],
     group_name="evaluation",
     partitions_def=dataset_partitions,
     pool=DUCKDB_POOL,
@@ -123,7 +128,7 @@ def model_evaluation(
     other_key = f"test_{_protocol(not config.mask_history)}"  # the other protocol's test metrics
     reports: list[ModelReport] = []
     retrieval_models: list[str] = []
-    for name in MODEL_NAMES:
+    for name in EVALUATED_MODELS:
         checkpoint = load_checkpoint(artifacts.checkpoints_root(), dataset, name)
         model = checkpoint.model
         if checkpoint.item_ids != data.item_ids:
@@ -154,6 +159,7 @@ def model_evaluation(
             retrieval_models.append(name)
 
     best = select_best(reports, SELECTION_METRIC, candidates=retrieval_models)
+    best_overall = select_best(reports, SELECTION_METRIC)
     popularity = next(report for report in reports if report.model == POPULARITY)
     registry_version = register_best_model(
         store, registered_model_name(dataset), best.extra["mlflow_model_uri"], best.extra["mlflow_run_id"],
@@ -167,7 +173,9 @@ def model_evaluation(
     results["selection"] = {
         "metric": f"valid_{SELECTION_METRIC}", "model": best.model, "registered_model": registered_model_name(dataset),
         "registered_version": registry_version, "popularity_valid": popularity.valid[SELECTION_METRIC],
-        "mask_history": config.mask_history,
+        "mask_history": config.mask_history, "best_overall": best_overall.model,
+        "note": None if best_overall is best else f"{best_overall.model} is best on validation but serves no item "
+        f"vectors; the index publishes the best retrieval model, {best.model}",
     }
     folder = artifacts.results_root() / dataset
     folder.mkdir(parents=True, exist_ok=True)

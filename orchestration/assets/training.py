@@ -188,7 +188,7 @@ def _epoch_table(history: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _train_tracked(
+def train_tracked(
     context: dg.AssetExecutionContext, mlflow: MlflowResource, artifacts: ArtifactStoreResource,
     data: SequenceData, name: str, params: dict[str, Any], train: Callable[[EpochCallback], TrainingOutcome],
 ) -> dg.MaterializeResult:
@@ -212,7 +212,8 @@ def _train_tracked(
     return dg.MaterializeResult(metadata=metadata)
 
 
-def _load(warehouse: WarehouseResource, dataset: str) -> SequenceData:
+def load_split(warehouse: WarehouseResource, dataset: str) -> SequenceData:
+    """One dataset's leave-one-out split and item vocabulary, read from the marts."""
     with warehouse.connect(read_only=True) as con:
         return load_sequences(con, dataset)
 
@@ -234,13 +235,13 @@ def popularity_model(
     mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     """The popularity baseline: items ranked by training interaction count, scored on validation."""
-    data = _load(warehouse, context.partition_key)
+    data = load_split(warehouse, context.partition_key)
 
     def train(_: EpochCallback) -> TrainingOutcome:
         model = PopularityModel.fit(data.train, data.n_items)
         return TrainingOutcome(model, None, 0, evaluate_model(model.score, *data.history("valid")).metrics)
 
-    return _train_tracked(context, mlflow, artifacts, data, POPULARITY, {"model": POPULARITY}, train)
+    return train_tracked(context, mlflow, artifacts, data, POPULARITY, {"model": POPULARITY}, train)
 
 
 @dg.asset(deps=[USER_SEQUENCES], group_name="training", partitions_def=dataset_partitions, pool=DUCKDB_POOL,
@@ -250,14 +251,13 @@ def sasrec_model(
     artifacts: ArtifactStoreResource, mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     """SASRec, ID-only with full softmax cross-entropy, trained on the train split (epoch chosen on validation)."""
-    data = _load(warehouse, context.partition_key)
+    data = load_split(warehouse, context.partition_key)
     library_config = config.sasrec()
 
     def train(on_epoch: EpochCallback) -> TrainingOutcome:
-        result = train_sasrec(data, library_config, on_epoch=on_epoch)
-        return TrainingOutcome(result.model, library_config, result.best_epoch, result.best_valid, result.history)
+        return TrainingOutcome.of(train_sasrec(data, library_config, on_epoch=on_epoch))
 
-    return _train_tracked(context, mlflow, artifacts, data, SASREC, asdict(library_config), train)
+    return train_tracked(context, mlflow, artifacts, data, SASREC, asdict(library_config), train)
 
 
 def _train_on_content(
@@ -270,16 +270,14 @@ def _train_on_content(
     The set's name, version and encoder go to MLflow's params and the checkpoint manifest, so a run
     names exactly the embedding version it read.
     """
-    data = _load(warehouse, context.partition_key)
+    data = load_split(warehouse, context.partition_key)
     stored = read_content(artifacts, data, CONTENT_SETS[content_key])
     content = stored.provenance()
 
     def train(on_epoch: EpochCallback) -> TrainingOutcome:
-        result = fit(data, np.asarray(stored.vectors), library_config, on_epoch)
-        return TrainingOutcome(result.model, result.config, result.best_epoch, result.best_valid, result.history,
-                               extra=content)
+        return TrainingOutcome.of(fit(data, np.asarray(stored.vectors), library_config, on_epoch), extra=content)
 
-    return _train_tracked(context, mlflow, artifacts, data, name, {**asdict(library_config), **content}, train)
+    return train_tracked(context, mlflow, artifacts, data, name, {**asdict(library_config), **content}, train)
 
 
 @dg.asset(deps=[USER_SEQUENCES, item_text_embeddings, item_llm_embeddings], group_name="training",

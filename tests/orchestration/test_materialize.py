@@ -22,6 +22,7 @@ from orchestration.assets.codes import behaviour_codes, semantic_codes
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.embeddings import item_llm_embeddings, item_text_embeddings, profile_embeddings
 from orchestration.assets.evaluation import best_model_beats_popularity, model_evaluation
+from orchestration.assets.generative import eager_model
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.profiles import item_profiles, user_profiles
 from orchestration.assets.publishing import published_index
@@ -44,10 +45,10 @@ EMBEDDINGS = ("item_text", "item_llm", "item_profile", "user_profile", "item_beh
 ASSETS = [ingest_raw_logs, data_layer_dbt, data_layer_summary, gx_raw_events, gx_interactions, item_profiles,
           user_profiles, item_text_embeddings, profile_embeddings, item_llm_embeddings, behaviour_embeddings,
           semantic_codes, behaviour_codes, popularity_model, sasrec_model, content_sasrec_model, learn_model,
-          model_evaluation,
+          eager_model, model_evaluation,
           best_model_beats_popularity, published_index]
 TINY = {"n_layers": 1, "n_heads": 1, "max_len": 20, "max_epochs": 2, "patience": 2}
-MODELS = ("popularity", "sasrec", "content_sasrec", "learn")
+MODELS = ("popularity", "sasrec", "content_sasrec", "learn", "eager")
 
 
 def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInProcessResult:
@@ -66,6 +67,9 @@ def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInP
                                                 "eval_every_steps": None, "eval_every": 1}},
             "learn_model": {"config": {**TINY, "hidden_dim": 16, "output_dim": 16, "batch_size": 128,
                                        "eval_every_steps": None}},
+            "eager_model": {"config": {"hidden_dim": 16, "n_heads": 2, "decoder_layers": 1, "feedforward_dim": 32,
+                                       "beam_size": 5, "batch_size": 512, "max_epochs": 1, "max_steps": None,
+                                       "eval_every_steps": None, "eval_batch_size": 512}},
         }},
     )
 
@@ -161,13 +165,22 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     content_checkpoint = load_checkpoint(artifacts / "checkpoints", DATASET, "content_sasrec")
     assert content_checkpoint.manifest["info"]["content_version"] == text.path.name
     np.testing.assert_array_equal(content_checkpoint.model.content[1:].numpy(), text.vectors)
+    # EAGER trains on exactly the stored code tables and names the feature versions it distilled.
+    eager_run = runs["eager"]
+    assert eager_run.data.params["semantic_content_version"] == text.path.name
+    assert eager_run.data.params["behaviour_content_version"] == behaviour.path.name
+    eager_checkpoint = load_checkpoint(artifacts / "checkpoints", DATASET, "eager")
+    semantic_paths = dict(before["enrichment.semantic_codes"])
+    for row, item in enumerate(eager_checkpoint.item_ids[:50]):
+        codes = eager_checkpoint.model.stream_codes["semantic"].codes[row]
+        assert codes[codes >= 0].tolist() == list(semantic_paths[item])
     assert (artifacts / "mlflow" / "artifacts").is_dir() and not list(cwd.iterdir())
 
     # Evaluation: every model in the table, JSON and warehouse; the selected model beats popularity.
     evaluation = _metadata(first, "model_evaluation")
     selected = evaluation["selected_model"]
     assert selected in {"sasrec", "content_sasrec", "learn"}
-    assert "| popularity |" in evaluation["results_table"] and "| learn |" in evaluation["results_table"]
+    assert "| popularity |" in evaluation["results_table"] and "| eager |" in evaluation["results_table"]
     assert evaluation["recall_curves"].startswith("![test recall@k per model](data:image/png;base64,")
     metric_rows = before["evaluation.model_metrics"]
     assert {(model, split) for model, split, *_ in metric_rows} == {

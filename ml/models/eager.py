@@ -1,0 +1,324 @@
+"""EAGER (Wang et al., KDD 2024): a two-stream generative recommender over behaviour and semantic item codes.
+
+One shared Transformer encoder reads the user's item history (item-ID embeddings, learned positions
+counted back from the latest item, as SASRec's). Each stream (behaviour codes from the ID model's
+item table, semantic codes from the text embeddings; hierarchical k-means, `ml/codes/`) has its own
+Transformer decoder that generates the next item's code path token by token, cross-attending to the
+encoder states. The losses (`ml/train/eager_loss.py`) add the paper's two auxiliary tasks:
+
+- GCT, the global contrastive task: a learnable summary token after each decoder's path; its output,
+  through a linear head, is pulled to the target item's global feature of that stream;
+- STT, the semantic-guided transfer task: an auxiliary bidirectional Transformer over the behaviour
+  code tokens, cross-attending to the semantic decoder's summary output, that reconstructs masked
+  behaviour tokens and recognises whether a behaviour path matches the semantic summary.
+
+Inference: per stream, constrained beam search over the real items' paths (`ml/codes/trie.py`); the
+2k predictions are merged by path log-probability (the paper's confidence), an item kept once.
+
+Choices the paper leaves open, and what we do:
+
+- Decoder tokens: code c of level l is its own token (`CodeVocabulary`), so a code means the same
+  thing wherever it appears; paths end with an END token, since hierarchical k-means gives paths of
+  different depths. The output layer is tied to the token embeddings.
+- Heads: 4 of width 32 at the paper's hidden size 128; feed-forward 4x hidden; pre-LayerNorm
+  blocks (stable with the warm-up the paper uses); dropout 0.1. The decoder blocks
+  (`ml/models/code_decoder.py`) project the encoder states into cross-attention keys and values once
+  per user, not once per beam and step, which makes beam search over 20 beams affordable on CPU.
+- Global features are frozen buffers, each L2-normalised and scaled by sqrt(dim), so every
+  component has unit RMS whatever the encoder's scale: the smooth-L1 distillation then works in its
+  quadratic-to-linear range for both streams alike.
+- The STT module is one bidirectional decoder layer that shares the behaviour decoder's token
+  embeddings; its memory is the semantic summary token's output, so the transfer reaches the
+  semantic decoder, as in the paper's figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+from torch import nn
+
+from ml.codes.trie import (
+    END,
+    PAD,
+    SOS,
+    SUMMARY,
+    CodeTrie,
+    CodeVocabulary,
+    constrained_beam_search,
+    full_ranking_scores,
+    merge_by_confidence,
+)
+from ml.models.code_decoder import CodeDecoderStack, KeysValues
+from ml.models.sasrec import left_pad
+
+Stream = Literal["behaviour", "semantic"]
+STREAMS: tuple[Stream, ...] = get_args(Stream)
+StreamChoice = Literal["both", "behaviour", "semantic"]
+
+
+@dataclass(frozen=True)
+class EAGERConfig:
+    """Model shape, auxiliary tasks, decoding and optimisation settings of EAGER (paper defaults unless noted)."""
+
+    hidden_dim: int = 128
+    encoder_layers: int = 1
+    decoder_layers: int = 4
+    n_heads: int = 4
+    feedforward_dim: int = 512
+    dropout: float = 0.1
+    max_len: int = 20  # history items the encoder reads (the paper keeps the last 20)
+    streams: StreamChoice = "both"
+    gct_weight: float = 1.0  # lambda_1; 0 = no summary token distillation
+    gct_contrastive_weight: float = 0.0  # optional in-batch InfoNCE on the summary output (off in the paper)
+    gct_temperature: float = 0.1
+    stt_weight: float = 1.0  # lambda_2; 0 = no semantic-guided transfer (needs both streams)
+    stt_layers: int = 1
+    mask_ratio: float = 0.5  # share of behaviour tokens masked for reconstruction
+    replace_ratio: float = 0.5  # share of behaviour tokens replaced to make a recognition negative
+    beam_size: int = 20  # per stream; the merged ranking holds up to 2x this many items
+    lr: float = 1e-3
+    warmup_steps: int = 500
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    # 1 = plain shuffle; above 1, examples are sorted by history length within buckets of this many
+    # batches (narrow batches: most histories are far shorter than max_len). Every example still
+    # weighs 1 / batch_size in the loss, whatever batch it lands in.
+    bucket_batches: int = 32
+    eval_batch_size: int = 256  # users beam-searched at once
+    max_epochs: int = 200
+    max_steps: int | None = None
+    eval_every: int = 1
+    eval_every_steps: int | None = None
+    patience: int = 5
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_dim", "encoder_layers", "decoder_layers", "n_heads", "feedforward_dim", "max_len",
+                     "stt_layers", "beam_size", "batch_size", "bucket_batches", "eval_batch_size", "max_epochs",
+                     "max_steps", "eval_every", "eval_every_steps", "patience"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.hidden_dim % self.n_heads:
+            raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by n_heads ({self.n_heads})")
+        if self.streams not in get_args(StreamChoice):
+            raise ValueError(f"streams must be one of {get_args(StreamChoice)}, got {self.streams!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+        for name in ("mask_ratio", "replace_ratio"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1]")
+        for name in ("gct_weight", "gct_contrastive_weight", "stt_weight", "weight_decay", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.gct_temperature <= 0:
+            raise ValueError("gct_temperature must be positive")
+
+    @property
+    def active_streams(self) -> tuple[Stream, ...]:
+        """The streams this model generates."""
+        return STREAMS if self.streams == "both" else (self.streams,)
+
+    @property
+    def uses_stt(self) -> bool:
+        """Whether the semantic-guided transfer task runs (it needs both streams)."""
+        return self.stt_weight > 0 and self.streams == "both"
+
+
+@dataclass(frozen=True)
+class StreamCodes:
+    """One stream's item codes (row i = item index i + 1; -1 past each path's end) and global features."""
+
+    codes: np.ndarray  # (n_items, depth) int
+    features: np.ndarray  # (n_items, feature_dim) float
+    branching: int
+
+    def __post_init__(self) -> None:
+        if self.codes.ndim != 2 or self.features.ndim != 2 or len(self.codes) != len(self.features):
+            raise ValueError("codes and features need one row per item")
+        if not np.isfinite(self.features).all():
+            raise ValueError("features hold NaN or infinite values")
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Path length of each item (codes are contiguous from level 1)."""
+        return (np.asarray(self.codes) >= 0).sum(axis=1)
+
+
+def unit_rms(features: np.ndarray) -> np.ndarray:
+    """Each row L2-normalised and scaled by sqrt(dim): unit RMS per component, whatever the encoder's scale."""
+    features = np.asarray(features, dtype=np.float32)
+    norms = np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    return (features / norms * np.sqrt(features.shape[1])).astype(np.float32)
+
+
+class StreamDecoder(nn.Module):
+    """One stream's code decoder: token + position embeddings, causal decoder blocks, tied output, summary head."""
+
+    def __init__(self, vocabulary: CodeVocabulary, feature_dim: int, config: EAGERConfig) -> None:
+        super().__init__()
+        self.vocabulary = vocabulary
+        d = config.hidden_dim
+        self.token_embedding = nn.Embedding(vocabulary.size, d, padding_idx=PAD)
+        # SOS, depth codes, SUMMARY: the longest decoder input.
+        self.position_embedding = nn.Embedding(vocabulary.depth + 2, d)
+        self.stack = CodeDecoderStack(config.decoder_layers, d, config.n_heads, config.feedforward_dim,
+                                      config.dropout)
+        self.summary_head = nn.Linear(d, feature_dim)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        with torch.no_grad():
+            self.token_embedding.weight[PAD].zero_()
+
+    def forward(self, tokens: torch.Tensor, kv: KeysValues, memory_padding: torch.Tensor,
+                group: int = 1) -> torch.Tensor:
+        """(rows, t, d) hidden states of decoder inputs (rows, t); rows = users x `group` (a user's beams)."""
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        hidden = self.token_embedding(tokens) + self.position_embedding(positions).unsqueeze(0)
+        # Causal: PAD only ever follows a path, so no real position attends to one.
+        return self.stack(hidden, kv, memory_padding, group=group)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-token logits over the whole vocabulary (output layer tied to the token embeddings)."""
+        return hidden @ self.token_embedding.weight.T
+
+
+class TransferModule(nn.Module):
+    """STT: a bidirectional decoder over [CLS, behaviour tokens] attending to the semantic summary output."""
+
+    def __init__(self, behaviour: StreamDecoder, config: EAGERConfig) -> None:
+        super().__init__()
+        d = config.hidden_dim
+        self.position_embedding = nn.Embedding(behaviour.vocabulary.depth + 1, d)
+        self.stack = CodeDecoderStack(config.stt_layers, d, config.n_heads, config.feedforward_dim, config.dropout)
+        self.recognition_head = nn.Linear(d, 1)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, token_embedding: nn.Embedding, semantic: torch.Tensor) -> torch.Tensor:
+        """(batch, t, d) outputs of [CLS, codes...] tokens (batch, t) given semantic summaries (batch, d)."""
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        hidden = token_embedding(tokens) + self.position_embedding(positions).unsqueeze(0)
+        memory = semantic.unsqueeze(1)
+        no_padding = torch.zeros(len(tokens), 1, dtype=torch.bool, device=tokens.device)
+        return self.stack(hidden, self.stack.memory_kv(memory), no_padding, key_padding=tokens == PAD)
+
+
+class EAGER(nn.Module):
+    """Shared history encoder, one code decoder per stream, and the STT module (see the module doc)."""
+
+    def __init__(self, n_items: int, streams: dict[str, StreamCodes], config: EAGERConfig) -> None:
+        super().__init__()
+        if n_items < 1:
+            raise ValueError("n_items must be at least 1")
+        missing = set(config.active_streams) - set(streams)
+        if missing:
+            raise ValueError(f"no codes for stream(s) {sorted(missing)}")
+        self.n_items = n_items
+        self.config = config
+        self.max_len = config.max_len
+        d = config.hidden_dim
+        self.item_embedding = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.max_len, d)
+        layer = nn.TransformerEncoderLayer(d, config.n_heads, config.feedforward_dim, config.dropout,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, config.encoder_layers, enable_nested_tensor=False)
+        self.encoder_norm = nn.LayerNorm(d)
+        nn.init.normal_(self.item_embedding.weight, std=0.02)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+        self.decoders = nn.ModuleDict()
+        self.vocabularies: dict[str, CodeVocabulary] = {}
+        self.tries: dict[str, CodeTrie] = {}
+        self.stream_codes: dict[str, StreamCodes] = {}
+        for stream in config.active_streams:
+            codes = streams[stream]
+            if len(codes.codes) != n_items:
+                raise ValueError(f"{stream} codes have {len(codes.codes)} rows for {n_items} items")
+            vocabulary = CodeVocabulary(codes.branching, codes.codes.shape[1])
+            tokens = vocabulary.item_tokens(codes.codes, codes.lengths)
+            self.vocabularies[stream] = vocabulary
+            self.tries[stream] = CodeTrie(tokens, vocabulary.size)
+            self.stream_codes[stream] = codes
+            padded_tokens = np.vstack([np.full((1, tokens.shape[1]), PAD), tokens])  # row 0 = padding item
+            features = unit_rms(codes.features)
+            self.register_buffer(f"{stream}_tokens", torch.from_numpy(padded_tokens), persistent=False)
+            self.register_buffer(f"{stream}_features",
+                                 torch.from_numpy(np.vstack([np.zeros((1, features.shape[1]), np.float32), features])),
+                                 persistent=False)
+            self.decoders[stream] = StreamDecoder(vocabulary, features.shape[1], config)
+        self.transfer = TransferModule(self.decoders["behaviour"], config) if config.uses_stt else None
+
+    @property
+    def device(self) -> torch.device:
+        """Device the parameters live on."""
+        return self.item_embedding.weight.device
+
+    def item_tokens(self, stream: str, items: torch.Tensor) -> torch.Tensor:
+        """(batch, depth + 1) token paths (END-terminated, PAD after) of item indices (batch,)."""
+        return getattr(self, f"{stream}_tokens")[items]
+
+    def item_features(self, stream: str, items: torch.Tensor) -> torch.Tensor:
+        """(batch, feature_dim) unit-RMS global features of item indices (batch,)."""
+        return getattr(self, f"{stream}_features")[items]
+
+    def encode(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder states (batch, L, d) and the padding mask (batch, L) of left-padded histories (batch, L)."""
+        length = histories.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"histories of length {length} exceed max_len {self.max_len}")
+        padding = histories == 0
+        if padding.all(dim=1).any():
+            raise ValueError("every history needs at least one item")
+        positions = torch.arange(self.max_len - length, self.max_len, device=histories.device)
+        hidden = self.item_embedding(histories) + self.position_embedding(positions).unsqueeze(0)
+        hidden = self.encoder(hidden, src_key_padding_mask=padding)
+        return self.encoder_norm(hidden), padding
+
+    @torch.no_grad()
+    def recommend(self, histories: Sequence[np.ndarray], beam_size: int | None = None) -> list[list[tuple[int, float]]]:
+        """Per history, items (0-based rows) ranked by merged path log-probability across the streams' beams."""
+        was_training = self.training
+        self.eval()
+        try:
+            memory, padding = self.encode(left_pad(histories, self.max_len).to(self.device))
+            beams = []
+            for stream, decoder in self.decoders.items():
+                kv = decoder.stack.memory_kv(memory)  # once per user and layer, shared by every beam and step
+
+                def step(prefixes: torch.Tensor, width: int, decoder: StreamDecoder = decoder,
+                         kv: KeysValues = kv) -> torch.Tensor:
+                    return decoder.logits(decoder(prefixes.to(self.device), kv, padding, group=width)[:, -1])
+
+                beams.append(constrained_beam_search(step, self.tries[stream], len(histories),
+                                                     beam_size or self.config.beam_size))
+            return merge_by_confidence(beams)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """(batch, n_items + 1) full-ranking scores: merged beam items first, every other item tied below."""
+        return full_ranking_scores(self.recommend(histories), self.n_items)
+
+
+def decoder_inputs(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher-forcing (inputs, targets, summary positions) of END-terminated token paths (batch, depth + 1).
+
+    inputs = [SOS, codes..., SUMMARY, PAD...]; targets = [codes..., END, PAD...] aligned so that
+    position j predicts the (j + 1)-th path token; the summary token sits right after the last code.
+    """
+    batch = tokens.shape[0]
+    sos = torch.full((batch, 1), SOS, dtype=tokens.dtype, device=tokens.device)
+    pad = torch.full((batch, 1), PAD, dtype=tokens.dtype, device=tokens.device)
+    inputs = torch.cat([sos, tokens], dim=1)
+    summary_at = (tokens == END).int().argmax(dim=1) + 1
+    inputs = torch.where(inputs == END, torch.full_like(inputs, SUMMARY), inputs)
+    targets = torch.cat([tokens, pad], dim=1)
+    return inputs, targets, summary_at

@@ -1,0 +1,110 @@
+"""Train EAGER: every training position as an example, Adam with warm-up, early stopping on validation NDCG@10.
+
+Examples: for each user's training sequence s and every position i >= 1, history = the last
+`max_len` items of s[:i], target = s[i] (the paper's leave-one-out setting with histories cut to 20).
+Batches are drawn by a random permutation (a generator seeded from the config), sorted by history
+length within buckets of `bucket_batches` batches so that a batch is only as wide as its longest
+history (`ml.train.sasrec_training.bucketed_batches`); every example weighs the same in the loss
+whatever its batch (a sum over examples divided by the nominal batch size). The loss is
+`ml/train/eager_loss.py`'s, and validation runs the full inference path (constrained beam search in
+every stream, merged by confidence) through the shared full-ranking evaluator, so the epoch kept is
+the one whose beam ranking is best, not the one whose teacher-forced loss is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ml.data.sequences import SequenceData
+from ml.encoders.device import resolve_device
+from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
+from ml.models.eager import EAGER, EAGERConfig, StreamCodes
+from ml.train.eager_loss import eager_losses
+from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
+from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
+from ml.train.schedules import warmup_constant_schedule
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EAGERResult:
+    """A trained EAGER (eval mode, best validation weights) and how training went."""
+
+    model: EAGER
+    config: EAGERConfig
+    best_epoch: int
+    best_valid: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def next_item_examples(train: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(histories (n, max_len) left-padded, targets (n,)): one example per training position after the first."""
+    histories, targets = [], []
+    for sequence in train:
+        for position in range(1, len(sequence)):
+            window = sequence[max(0, position - max_len):position]
+            row = np.zeros(max_len, dtype=np.int64)
+            row[max_len - len(window):] = window
+            histories.append(row)
+            targets.append(sequence[position])
+    if not targets:
+        return torch.zeros((0, max_len), dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    return torch.from_numpy(np.stack(histories)), torch.as_tensor(np.asarray(targets, dtype=np.int64))
+
+
+def train_eager(
+    data: SequenceData, streams: dict[str, StreamCodes], config: EAGERConfig | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> EAGERResult:
+    """Train on the training split; keep the epoch with the best validation NDCG@10 of the beam ranking."""
+    config = config or EAGERConfig()
+    torch.manual_seed(config.seed)
+    device = torch.device(resolve_device(config.device))
+    model = EAGER(data.n_items, streams, config).to(device)
+    histories, targets = next_item_examples(data.train, config.max_len)
+    if len(targets) == 0:
+        raise ValueError("no user has two or more training items: nothing to train on")
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant_schedule(config.warmup_steps))
+    lengths = (histories != 0).sum(dim=1)
+    steps_per_epoch = batches_per_epoch(len(targets), config.batch_size, config.bucket_batches)
+    budget = epoch_budget(steps_per_epoch, config.max_epochs, config.eval_every, config.max_steps,
+                          config.eval_every_steps)
+    valid_histories, valid_targets = data.history("valid")
+    logger.info("EAGER on %s: %d items, %d examples, %d steps per epoch, up to %d epochs (validation every %d), "
+                "streams %s, device %s", data.dataset, data.n_items, len(targets), steps_per_epoch,
+                budget.max_epochs, budget.eval_every, "+".join(config.active_streams), device)
+
+    def train_epoch() -> dict[str, float]:
+        model.train()
+        sums: dict[str, float] = {}
+        for batch in bucketed_batches(lengths, config.batch_size, generator, config.bucket_batches):
+            batch_histories = histories[batch]
+            # Cut the columns that are padding in every row (outputs do not depend on them).
+            width = max(1, int((batch_histories != 0).sum(dim=1).max()))
+            losses = eager_losses(model, batch_histories[:, -width:].to(device), targets[batch].to(device),
+                                  config.batch_size, generator)
+            optimizer.zero_grad(set_to_none=True)
+            losses.total.backward()
+            optimizer.step()
+            scheduler.step()
+            for name, value in {"loss": float(losses.total.detach()), **losses.terms}.items():
+                sums[name] = sums.get(name, 0.0) + value
+        record = {name: value / steps_per_epoch for name, value in sums.items()}
+        record["lr"] = scheduler.get_last_lr()[0]
+        return record
+
+    def validate() -> dict[str, float]:
+        return evaluate_model(model.score, valid_histories, valid_targets, config.eval_batch_size, DEFAULT_KS).metrics
+
+    outcome = fit_with_early_stopping(model, train_epoch, validate, budget.max_epochs, config.patience,
+                                      budget.eval_every, on_epoch, name="EAGER")
+    return EAGERResult(model=model, config=config, best_epoch=outcome.best_epoch, best_valid=outcome.best_valid,
+                       history=outcome.history)
