@@ -43,6 +43,7 @@ from ml.data.embedding_store import read_item_content
 from ml.data.sequences import SequenceData, load_sequences
 from ml.evaluate.ranking import evaluate_model, evaluate_protocols
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
+from ml.models.eager import EAGER
 from ml.models.learn import LEARN
 from ml.models.popularity import PopularityModel
 from ml.train.content_sasrec_training import train_content_sasrec
@@ -146,7 +147,9 @@ def _measure(spec: RunSpec, data: SequenceData, preset: str, slice_config: Slice
         test = evaluate_protocols(model.score, test_histories, test_targets)
     masks = slice_masks(test_histories, test_targets, item_train_counts(data.train, data.n_items), slice_config)
     epoch_seconds = [record["seconds"] for record in history]
+    latency = _single_user_latency(model, test_histories) if isinstance(model, EAGER) else {}
     return {
+        **latency,
         "label": spec.label, "model": spec.model, "dataset": data.dataset, "preset": preset,
         "overrides": spec.overrides, "settings": settings, "valid": valid.metrics,
         "test": test[False].metrics, "test_history_masked": test[True].metrics,
@@ -156,6 +159,19 @@ def _measure(spec: RunSpec, data: SequenceData, preset: str, slice_config: Slice
         "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - started, 1),
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def _single_user_latency(model: EAGER, histories: list[np.ndarray], users: int = 200) -> dict[str, float]:
+    """p50 / p99 milliseconds of one user's beam-search ranking (one history per call), on a fixed user sample."""
+    rows = np.random.default_rng(0).choice(len(histories), size=min(users, len(histories)), replace=False)
+    model.score([histories[rows[0]]])  # warm-up: first-call allocations are not a user's latency
+    timings = []
+    for row in rows:
+        started = time.perf_counter()
+        model.score([histories[row]])
+        timings.append((time.perf_counter() - started) * 1000.0)
+    return {"latency_ms_p50": round(float(np.percentile(timings, 50)), 1),
+            "latency_ms_p99": round(float(np.percentile(timings, 99)), 1)}
 
 
 def _cell(metrics: dict[str, float], metric: str = "recall@10") -> str:

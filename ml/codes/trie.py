@@ -136,11 +136,12 @@ class CodeTrie:
         return self.item_of_node[np.asarray(nodes, dtype=np.int64)] >= 0
 
 
-# step(prefixes (n_queries * width, t) int64, width) -> next-token logits (rows, vocab_size), any scale
-# that log_softmax accepts (log-probabilities included).
-# Rows are query-major: rows q * width .. (q + 1) * width - 1 are the beams of query q, so a model can
-# read each query's encoding once for all of its beams.
-StepFn = Callable[[torch.Tensor, int], torch.Tensor]
+# step(prefixes (n_queries * width, t) int64, width, parents) -> next-token logits (rows, vocab_size), any
+# scale that log_softmax accepts (log-probabilities included). Rows are query-major: rows q * width ..
+# (q + 1) * width - 1 are the beams of query q, so a model can read each query's encoding once for all
+# of its beams. `parents[r]` is the row of the previous call's prefixes that row r extends (None on the
+# first call), so a model may keep state per row (a key/value cache) across calls.
+StepFn = Callable[[torch.Tensor, int, torch.Tensor | None], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ def constrained_beam_search(step: StepFn, trie: CodeTrie, n_queries: int, beam_s
     if beam_size < 1:
         raise ValueError("beam_size must be at least 1")
     prefixes = torch.full((n_queries, 1), SOS, dtype=torch.int64)
+    since_call: torch.Tensor | None = None  # per row, the row it descends from at the last step call
     nodes = np.zeros(n_queries, dtype=np.int64)
     scores = torch.zeros(n_queries)
     width = 1  # beams per query so far
@@ -171,7 +173,8 @@ def constrained_beam_search(step: StepFn, trie: CodeTrie, n_queries: int, beam_s
         if (allowed.sum(dim=1)[torch.from_numpy(~finished)] == 1).all():
             candidates = torch.where(allowed, torch.tensor(0.0), torch.tensor(float("-inf")))
         else:
-            logits = torch.where(allowed, step(prefixes, width).float().cpu(), torch.tensor(float("-inf")))
+            logits = torch.where(allowed, step(prefixes, width, since_call).float().cpu(), torch.tensor(float("-inf")))
+            since_call = torch.arange(len(prefixes))
             candidates = torch.log_softmax(logits, dim=1)
             candidates[~allowed.any(dim=1)] = float("-inf")  # finished rows: no allowed token (NaN otherwise)
         # A finished beam carries on unchanged through PAD, at no cost, competing on its total score.
@@ -190,6 +193,8 @@ def constrained_beam_search(step: StepFn, trie: CodeTrie, n_queries: int, beam_s
         moving = alive & ~trie.is_leaf(parent_nodes)
         next_nodes[moving] = trie.step(parent_nodes[moving], tokens.numpy()[moving])
         prefixes = torch.cat([prefixes[parent], tokens.unsqueeze(1)], dim=1)
+        if since_call is not None:
+            since_call = since_call[parent]
         nodes, scores, width = next_nodes, top_scores.reshape(-1), k
     items = np.where(np.isfinite(scores.numpy()), trie.item_of_node[nodes], -1).reshape(n_queries, width)
     log_probs = scores.numpy().reshape(n_queries, width).astype(np.float32)

@@ -5,7 +5,9 @@ projects the encoder states into keys and values again for every beam and every 
 `memory_kv` projects them once per user and layer, and the cross-attention of `group` consecutive
 rows (a user's beams) reads that user's keys and values directly: queries of one user's beams are
 laid side by side, which is exact since cross-attention treats every query token on its own.
-Attention runs through `F.scaled_dot_product_attention`.
+Beam search also keeps each block's self-attention keys and values of the decoded positions
+(`SelfAttentionCache`), so a step computes only its new token. Attention runs through
+`F.scaled_dot_product_attention`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,23 @@ import torch.nn.functional as F
 from torch import nn
 
 KeysValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values), each (users, heads, L, dh)
+
+
+class SelfAttentionCache:
+    """Self-attention keys and values of the positions decoded so far, per block (incremental decoding)."""
+
+    def __init__(self, n_blocks: int) -> None:
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_blocks
+
+    @property
+    def length(self) -> int:
+        """Positions held (0 when empty)."""
+        first = self.layers[0]
+        return 0 if first is None else int(first[0].shape[2])
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep, for each new row, the cache of the row it extends (beams are re-ranked between steps)."""
+        self.layers = [None if layer is None else (layer[0][rows], layer[1][rows]) for layer in self.layers]
 
 
 class DecoderBlock(nn.Module):
@@ -46,11 +65,24 @@ class DecoderBlock(nn.Module):
         return self._split(keys), self._split(values)
 
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], memory_padding: torch.Tensor,
-                key_padding: torch.Tensor | None = None, group: int = 1) -> torch.Tensor:
-        """(rows, t, d) outputs; rows = users x `group`; `key_padding` None = causal self-attention."""
+                key_padding: torch.Tensor | None = None, group: int = 1,
+                cache: SelfAttentionCache | None = None, layer: int = 0) -> torch.Tensor:
+        """(rows, t, d) outputs; rows = users x `group`; `key_padding` None = causal self-attention.
+
+        With `cache`, `x` holds only the positions after the cached ones; their keys and values are
+        appended to the cache's entry `layer`, and each attends to every earlier position and itself.
+        """
         p = self.dropout if self.training else 0.0
         q, k, v = (self._split(part) for part in self.self_qkv(self.self_norm(x)).chunk(3, dim=-1))
-        if key_padding is None:
+        if cache is not None:
+            past = cache.layers[layer]
+            if past is not None:
+                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            cache.layers[layer] = (k, v)
+            new, total = q.shape[2], k.shape[2]
+            allowed = torch.ones(new, total, dtype=torch.bool, device=x.device).tril(diagonal=total - new)
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+        elif key_padding is None:
             attended = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         else:
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=~key_padding[:, None, None, :], dropout_p=p)
@@ -77,8 +109,9 @@ class CodeDecoderStack(nn.Module):
         return [block.memory_kv(memory) for block in self.blocks]
 
     def forward(self, x: torch.Tensor, kv: KeysValues, memory_padding: torch.Tensor,
-                key_padding: torch.Tensor | None = None, group: int = 1) -> torch.Tensor:
+                key_padding: torch.Tensor | None = None, group: int = 1,
+                cache: SelfAttentionCache | None = None) -> torch.Tensor:
         """(rows, t, d) normalised outputs of input vectors (rows, t, d); see `DecoderBlock.forward`."""
-        for block, block_kv in zip(self.blocks, kv, strict=True):
-            x = block(x, block_kv, memory_padding, key_padding, group)
+        for layer, (block, block_kv) in enumerate(zip(self.blocks, kv, strict=True)):
+            x = block(x, block_kv, memory_padding, key_padding, group, cache, layer)
         return self.norm(x)

@@ -53,7 +53,7 @@ from ml.codes.trie import (
     full_ranking_scores,
     merge_by_confidence,
 )
-from ml.models.code_decoder import CodeDecoderStack, KeysValues
+from ml.models.code_decoder import CodeDecoderStack, KeysValues, SelfAttentionCache
 from ml.models.sasrec import left_pad
 
 Stream = Literal["behaviour", "semantic"]
@@ -176,13 +176,19 @@ class StreamDecoder(nn.Module):
         with torch.no_grad():
             self.token_embedding.weight[PAD].zero_()
 
-    def forward(self, tokens: torch.Tensor, kv: KeysValues, memory_padding: torch.Tensor,
-                group: int = 1) -> torch.Tensor:
-        """(rows, t, d) hidden states of decoder inputs (rows, t); rows = users x `group` (a user's beams)."""
-        positions = torch.arange(tokens.shape[1], device=tokens.device)
+    def forward(self, tokens: torch.Tensor, kv: KeysValues, memory_padding: torch.Tensor, group: int = 1,
+                cache: SelfAttentionCache | None = None) -> torch.Tensor:
+        """(rows, t, d) hidden states of decoder inputs (rows, t); rows = users x `group` (a user's beams).
+
+        With `cache` (incremental decoding), only the positions after the cached ones are computed and
+        returned.
+        """
+        start = 0 if cache is None else cache.length
+        tokens = tokens[:, start:]
+        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
         hidden = self.token_embedding(tokens) + self.position_embedding(positions).unsqueeze(0)
         # Causal: PAD only ever follows a path, so no real position attends to one.
-        return self.stack(hidden, kv, memory_padding, group=group)
+        return self.stack(hidden, kv, memory_padding, group=group, cache=cache)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits over the whole vocabulary (output layer tied to the token embeddings)."""
@@ -291,10 +297,15 @@ class EAGER(nn.Module):
             beams = []
             for stream, decoder in self.decoders.items():
                 kv = decoder.stack.memory_kv(memory)  # once per user and layer, shared by every beam and step
+                cache = SelfAttentionCache(len(decoder.stack.blocks))
 
-                def step(prefixes: torch.Tensor, width: int, decoder: StreamDecoder = decoder,
-                         kv: KeysValues = kv) -> torch.Tensor:
-                    return decoder.logits(decoder(prefixes.to(self.device), kv, padding, group=width)[:, -1])
+                def step(prefixes: torch.Tensor, width: int, parents: torch.Tensor | None,
+                         decoder: StreamDecoder = decoder, kv: KeysValues = kv,
+                         cache: SelfAttentionCache = cache) -> torch.Tensor:
+                    if parents is not None:
+                        cache.reorder(parents.to(self.device))
+                    hidden = decoder(prefixes.to(self.device), kv, padding, group=width, cache=cache)
+                    return decoder.logits(hidden[:, -1])
 
                 beams.append(constrained_beam_search(step, self.tries[stream], len(histories),
                                                      beam_size or self.config.beam_size))

@@ -3,8 +3,9 @@
 - Generation: cross-entropy of every token of the target item's path (codes and END) in each stream,
   summed over the path (= -log p(item | history) under teacher forcing) and over the streams.
 - GCT: smooth-L1 (the paper's distillation metric) between the summary head's output and the target
-  item's unit-RMS global feature of that stream, summed over the feature dimensions; optionally an
-  in-batch InfoNCE between the two (`gct_contrastive_weight`, off in the paper).
+  item's unit-RMS global feature of that stream, averaged over the feature dimensions (as
+  `F.smooth_l1_loss` does by default), so lambda_1 weighs a 64-d and a 384-d feature alike; optionally
+  an in-batch InfoNCE between the two (`gct_contrastive_weight`, off in the paper).
 - STT reconstruction: a random `mask_ratio` of each behaviour path's code tokens (at least one) is
   replaced by MASK; each masked output is classified among that level's codes by dot product with the
   shared token embeddings: the paper's contrastive loss against the true token's feature, with every
@@ -111,7 +112,7 @@ def eager_losses(model: EAGER, histories: torch.Tensor, targets: torch.Tensor, n
         if config.gct_weight > 0 or config.gct_contrastive_weight > 0:
             predicted = decoder.summary_head(summary)
             features = model.item_features(stream, targets)
-            gct = F.smooth_l1_loss(predicted, features, reduction="sum")
+            gct = F.smooth_l1_loss(predicted, features, reduction="none").mean(dim=1).sum()
             terms[f"gct_{stream}"] = gct
             total = total + config.gct_weight * gct
             if config.gct_contrastive_weight > 0:

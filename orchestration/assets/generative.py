@@ -35,13 +35,19 @@ STREAM_SOURCES: dict[str, tuple[str, str]] = {
 class EAGERTrainingConfig(dg.Config):
     """EAGER settings: the paper's shape (hidden 128, 1 encoder and 4 decoder layers, lambda_1 = lambda_2 = 1).
 
-    The defaults are the quick preset (a step budget that fits the cold `make run`); the converged
-    preset lifts it and lets early stopping on the beam ranking's validation NDCG@10 decide.
+    The defaults are the quick preset, sized for the cold `make run` on 2 CPU cores: the paper's
+    shape but 2 decoder layers instead of 4, a beam of 10 per stream, a 100-step warm-up and a
+    300-step budget, which rounds up to one whole epoch on amazon-beauty (514 steps) and on
+    movielens-100k (377), validated once at the end. One movielens epoch already beats popularity
+    on validation and test (R@10 0.0785 / 0.0689 against 0.0339 / 0.0318).
+    The converged preset is the paper's shape (4 decoder layers, beam 20, 500-step warm-up) with
+    early stopping on the beam ranking's validation NDCG@10 deciding.
     """
 
     hidden_dim: int = 128
     encoder_layers: int = 1
-    decoder_layers: int = 4
+    decoder_layers: int = Field(default=2, description="Decoder layers per stream (the paper's 4 in the "
+                                "converged preset; 2 in the quick one, half the decoding cost).")
     n_heads: int = 4
     feedforward_dim: int = 512
     dropout: float = 0.1
@@ -54,17 +60,19 @@ class EAGERTrainingConfig(dg.Config):
     stt_layers: int = 1
     mask_ratio: float = 0.5
     replace_ratio: float = 0.5
-    beam_size: int = Field(default=20, description="Beam per stream; the merged ranking holds up to twice this.")
+    beam_size: int = Field(default=10, description="Beam per stream; the merged ranking holds up to twice this "
+                           "(20 in the converged preset).")
     lr: float = 1e-3
-    warmup_steps: int = 500
+    warmup_steps: int = 100
     weight_decay: float = 0.0
     batch_size: int = 256
     bucket_batches: int = Field(default=32, description="1 = plain shuffle; above 1, sort by history length "
                                 "within buckets of this many batches (narrower batches, same loss weights).")
     eval_batch_size: int = 256
     max_epochs: int = Field(default=1000, description="Upper bound; max_steps and early stopping end sooner.")
-    max_steps: int | None = Field(default=1500, description="Optimizer-step budget (null = max_epochs only).")
-    eval_every_steps: int | None = Field(default=500, description="Validate every this many steps (rounded up "
+    max_steps: int | None = Field(default=300, description="Optimizer-step budget, rounded up to whole epochs "
+                                  "(one epoch on Beauty and movielens-100k; null = max_epochs only).")
+    eval_every_steps: int | None = Field(default=300, description="Validate every this many steps (rounded up "
                                          "to whole epochs); null = every eval_every epochs.")
     eval_every: int = 1
     patience: int = Field(default=5, description="Validations in a row without a better NDCG@10 before stopping.")

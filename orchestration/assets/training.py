@@ -167,6 +167,9 @@ TRAINING_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # encoder passes per step, which the quick preset's 20-minute budget cannot spare.
         "content_sasrec_model": {**_CONVERGED_SASREC, "fusion": "dual"},
         "learn_model": {"max_steps": 7000, "patience": 10},  # about 40 Beauty epochs
+        # The paper's shape; validation every 2 Beauty epochs (1,028 steps), until 5 validations bring nothing.
+        "eager_model": {"decoder_layers": 4, "beam_size": 20, "warmup_steps": 500, "max_steps": 200_000,
+                        "eval_every_steps": 1028},
     },
 }
 

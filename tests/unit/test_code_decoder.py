@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ml.models.code_decoder import CodeDecoderStack
+from ml.models.code_decoder import CodeDecoderStack, SelfAttentionCache
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -43,3 +43,24 @@ def test_self_attention_is_causal_and_padded_memory_is_ignored() -> None:
     bidirectional = stack(x, stack.memory_kv(memory), padding, key_padding=key_padding)
     torch.testing.assert_close(stack(changed, stack.memory_kv(memory), padding, key_padding=key_padding)[:, :2],
                                bidirectional[:, :2])
+
+
+def test_incremental_decoding_with_the_cache_equals_the_full_pass() -> None:
+    stack = _stack()
+    users, beams = 2, 3
+    memory = torch.randn(users, 4, 16)
+    padding = torch.zeros(users, 4, dtype=torch.bool)
+    kv = stack.memory_kv(memory)
+    x = torch.randn(users * beams, 4, 16)
+    full = stack(x, kv, padding, group=beams)
+    cache = SelfAttentionCache(len(stack.blocks))
+    first = stack(x[:, :1], kv, padding, group=beams, cache=cache)  # one position, then two at once, then one
+    second = stack(x[:, 1:3], kv, padding, group=beams, cache=cache)
+    # Re-ranked beams: each row continues another row's prefix; the cache follows its parent.
+    parents = torch.tensor([2, 0, 1, 5, 3, 4])
+    cache.reorder(parents)
+    moved = torch.cat([x[parents, :3], x[:, 3:]], dim=1)
+    third = stack(moved[:, 3:], kv, padding, group=beams, cache=cache)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), full[:, :3], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(third, stack(moved, kv, padding, group=beams)[:, 3:], rtol=1e-5, atol=1e-5)
+    assert cache.length == 4

@@ -70,7 +70,7 @@ def _random_step(seed: int):  # noqa: ANN202 - a StepFn
     generator = torch.Generator().manual_seed(seed)
     table = torch.randn(64, VOCAB.size, generator=generator)
 
-    def step(prefixes: torch.Tensor, width: int) -> torch.Tensor:
+    def step(prefixes: torch.Tensor, width: int, parents: torch.Tensor | None = None) -> torch.Tensor:
         # Deterministic in (owner, prefix): a hash of the prefix picks a row of a random table.
         owners = torch.arange(len(prefixes)) // width
         keys = (owners * 7 + prefixes.sum(dim=1) * 3 + prefixes.shape[1]) % len(table)
@@ -119,7 +119,7 @@ def test_beam_search_follows_a_model_that_knows_the_answer() -> None:
     tokens = VOCAB.item_tokens(CODES, (CODES >= 0).sum(axis=1))
     answers = [4, 1]  # query 0 wants item 4, query 1 wants item 1
 
-    def step(prefixes: torch.Tensor, width: int) -> torch.Tensor:
+    def step(prefixes: torch.Tensor, width: int, parents: torch.Tensor | None = None) -> torch.Tensor:
         logits = torch.zeros(len(prefixes), VOCAB.size)
         owners = (torch.arange(len(prefixes)) // width).tolist()
         for row, (prefix, owner) in enumerate(zip(prefixes.tolist(), owners, strict=True)):
@@ -139,7 +139,7 @@ def test_forced_moves_skip_the_model_and_cost_nothing() -> None:
     trie = CodeTrie(vocabulary.item_tokens(codes, np.array([2, 2, 2, 2])), vocabulary.size)
     calls = []
 
-    def step(prefixes: torch.Tensor, width: int) -> torch.Tensor:
+    def step(prefixes: torch.Tensor, width: int, parents: torch.Tensor | None = None) -> torch.Tensor:
         calls.append(prefixes.shape[1])
         return torch.zeros(len(prefixes), vocabulary.size)  # uniform: every item has probability 1/4
 
