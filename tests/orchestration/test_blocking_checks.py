@@ -10,6 +10,7 @@ import torch
 from ml.data.sequences import load_sequences
 from ml.models.checkpoints import save_checkpoint
 from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
+from ml.models.eager import EAGER, EAGERConfig, StreamCodes
 from ml.models.learn import LEARN, LEARNConfig
 from ml.models.popularity import PopularityModel
 from ml.models.sasrec import SASRec, SASRecConfig
@@ -75,6 +76,7 @@ def test_a_model_worse_than_popularity_is_not_published(tmp_path: Path, warehous
     store = TrackingStore(artifacts / "mlflow")
     torch.manual_seed(0)
     content_config = ContentSASRecConfig(hidden_dim=8, n_layers=1, n_heads=1)
+    eager_config = EAGERConfig(hidden_dim=8, n_heads=1, decoder_layers=1, feedforward_dim=8, beam_size=2)
     models = {
         "content_sasrec": (ContentSASRec(np.eye(data.n_items, dtype=np.float32), content_config), content_config),
         "popularity": (PopularityModel.fit(data.train, data.n_items), None),
@@ -82,6 +84,11 @@ def test_a_model_worse_than_popularity_is_not_published(tmp_path: Path, warehous
             hidden_dim=8, n_layers=1, n_heads=1)),
         "learn": (LEARN(np.eye(data.n_items, dtype=np.float32), LEARNConfig.cpu_default(
             hidden_dim=8, n_layers=1, n_heads=1, output_dim=4)), None),
+        # Untrained: EAGER serves no item vectors, so it is evaluated but never the model the gate looks at.
+        "eager": (EAGER(data.n_items, {stream: StreamCodes(
+            codes=np.stack([np.arange(data.n_items) // 4, np.arange(data.n_items) % 4], axis=1),
+            features=np.eye(data.n_items, dtype=np.float32), branching=max(4, data.n_items // 4 + 1))
+            for stream in ("behaviour", "semantic")}, eager_config), eager_config),
     }
     # Zero item (SASRec) and output (LEARN) weights: every item ties, and ties count against the model.
     with torch.no_grad():
