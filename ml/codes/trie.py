@@ -40,11 +40,6 @@ class CodeVocabulary:
         """Number of token ids (special tokens included)."""
         return N_SPECIAL + self.depth * self.branching
 
-    def level_tokens(self, level: int) -> torch.Tensor:
-        """The token ids of every code of one level (0-based)."""
-        start = N_SPECIAL + level * self.branching
-        return torch.arange(start, start + self.branching)
-
     def item_tokens(self, codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """(n_items, depth + 1) int64 token paths: the codes as tokens, END after the last, PAD after that."""
         codes = np.asarray(codes, dtype=np.int64)
