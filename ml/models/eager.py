@@ -240,7 +240,6 @@ class EAGER(nn.Module):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
         self.decoders = nn.ModuleDict()
-        self.vocabularies: dict[str, CodeVocabulary] = {}
         self.tries: dict[str, CodeTrie] = {}
         self.stream_codes: dict[str, StreamCodes] = {}
         for stream in config.active_streams:
@@ -249,7 +248,6 @@ class EAGER(nn.Module):
                 raise ValueError(f"{stream} codes have {len(codes.codes)} rows for {n_items} items")
             vocabulary = CodeVocabulary(codes.branching, codes.codes.shape[1])
             tokens = vocabulary.item_tokens(codes.codes, codes.lengths)
-            self.vocabularies[stream] = vocabulary
             self.tries[stream] = CodeTrie(tokens, vocabulary.size)
             self.stream_codes[stream] = codes
             padded_tokens = np.vstack([np.full((1, tokens.shape[1]), PAD), tokens])  # row 0 = padding item

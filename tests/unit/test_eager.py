@@ -126,7 +126,7 @@ def test_stt_masks_and_replaces_at_least_one_code_and_replacements_stay_in_their
     # The corrupted path differs from the true one in at least one code, never in its level.
     model = EAGER(N_ITEMS, _streams(), EAGERConfig(**TINY))
     tokens = model.item_tokens("behaviour", torch.arange(1, N_ITEMS + 1))
-    branching = model.vocabularies["behaviour"].branching
+    branching = model.decoders["behaviour"].vocabulary.branching
     captured = {}
     original = model.transfer.forward
 
