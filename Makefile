@@ -47,7 +47,7 @@ prepare: install
 
 # Main job: materialize the whole asset graph for one dataset and print where the results are.
 run: prepare
-	$(BIN)/python -m orchestration.cli run $(if $(DATASET),--dataset $(DATASET)) $(if $(PRESET),--preset $(PRESET))
+	$(BIN)/python -m orchestration.cli run $(if $(DATASET),--dataset $(DATASET)) $(if $(PRESET),--preset $(PRESET)) $(if $(QUICK),--quick-assets $(QUICK))
 
 # Backfill: the whole graph for every registered dataset, one partition after another.
 backfill: prepare

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 
 import dagster as dg
 import duckdb
@@ -37,12 +38,15 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
 
-def run_partition(job_name: str, dataset: str, instance: dg.DagsterInstance, preset: str = "quick") -> bool:
-    """Execute a job for one dataset partition in process (training `preset`); True when every step succeeded."""
+def run_partition(job_name: str, dataset: str, instance: dg.DagsterInstance, preset: str = "quick",
+                  keep_quick: Sequence[str] = ()) -> bool:
+    """Execute a job for one dataset partition in process (training `preset`, `keep_quick` assets at the
+    quick defaults); True when every step succeeded."""
     job = defs.resolve_job_def(job_name)
-    run_config = preset_run_config(preset) if job_name == "full_pipeline_job" else {}
+    run_config = preset_run_config(preset, keep_quick) if job_name == "full_pipeline_job" else {}
+    tags = {"training_preset": preset, **({"quick_assets": ",".join(keep_quick)} if keep_quick else {})}
     result = job.execute_in_process(run_config=run_config, partition_key=dataset, instance=instance,
-                                    raise_on_error=False, tags={"training_preset": preset})
+                                    raise_on_error=False, tags=tags)
     if not result.success:
         failed = [event.step_key for event in result.all_events if event.is_step_failure]
         logger.error("run %s for %s failed at steps %s", result.run_id, dataset, failed)
@@ -121,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--job", default="full_pipeline_job", choices=JOB_NAMES)
     run.add_argument("--preset", default="quick", choices=sorted(TRAINING_PRESETS),
                      help="training settings: quick (the CPU defaults) or converged (train until validation stalls)")
+    run.add_argument("--quick-assets", nargs="+", default=[], choices=sorted(TRAINING_PRESETS["converged"]),
+                     help="training assets that keep the quick defaults under --preset (eager_model: its "
+                          "converged preset takes hours on CPU)")
     backfill = commands.add_parser("backfill", help="materialize the whole graph for several datasets")
     backfill.add_argument("--datasets", nargs="*", default=registry.names, choices=registry.names)
     backfill.add_argument("--job", default="full_pipeline_job", choices=JOB_NAMES)
@@ -146,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     datasets = [args.dataset] if args.command == "run" else args.datasets
     instance = _instance()
     preset = getattr(args, "preset", "quick")
-    failed = [dataset for dataset in datasets if not run_partition(args.job, dataset, instance, preset)]
+    keep_quick = getattr(args, "quick_assets", [])
+    failed = [dataset for dataset in datasets if not run_partition(args.job, dataset, instance, preset, keep_quick)]
     for dataset in datasets:
         if dataset not in failed:
             print_results(dataset)

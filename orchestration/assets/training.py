@@ -7,7 +7,7 @@ validation metrics and the model, tagged with the Dagster run id so a run links 
 materialization. Test metrics are added to the same MLflow run by the evaluation asset.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -174,11 +174,19 @@ TRAINING_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def preset_run_config(preset: str) -> dict[str, Any]:
-    """The Dagster run config of a training preset: each training asset's overrides of its defaults."""
+def preset_run_config(preset: str, keep_quick: Sequence[str] = ()) -> dict[str, Any]:
+    """The Dagster run config of a training preset: each training asset's overrides of its defaults.
+
+    `keep_quick` names training assets that keep the quick defaults under this preset, e.g. the
+    converged run of every model but EAGER, whose converged preset takes hours on CPU.
+    """
     if preset not in TRAINING_PRESETS:
         raise ValueError(f"unknown training preset {preset!r}; known: {sorted(TRAINING_PRESETS)}")
-    return {"ops": {asset: {"config": dict(overrides)} for asset, overrides in TRAINING_PRESETS[preset].items()}}
+    unknown = sorted(set(keep_quick) - set(TRAINING_PRESETS["converged"]))
+    if unknown:
+        raise ValueError(f"not training assets: {unknown}; known: {sorted(TRAINING_PRESETS['converged'])}")
+    return {"ops": {asset: {"config": dict(overrides)} for asset, overrides in TRAINING_PRESETS[preset].items()
+                    if asset not in keep_quick}}
 
 
 def _epoch_table(history: list[dict[str, float]]) -> str:

@@ -86,3 +86,13 @@ def test_unknown_training_presets_are_refused() -> None:
     assert preset_run_config("quick") == {"ops": {}}
     with pytest.raises(ValueError, match="unknown training preset"):
         preset_run_config("fast")
+
+
+def test_quick_assets_keep_the_quick_defaults_under_another_preset() -> None:
+    converged = preset_run_config("converged")
+    run_config = preset_run_config("converged", keep_quick=["eager_model"])
+    assert "eager_model" in converged["ops"]
+    assert run_config["ops"] == {asset: ops for asset, ops in converged["ops"].items() if asset != "eager_model"}
+    dg.validate_run_config(defs.resolve_job_def("full_pipeline_job"), run_config)
+    with pytest.raises(ValueError, match="not training assets"):
+        preset_run_config("converged", keep_quick=["model_evaluation"])
