@@ -6,6 +6,7 @@ warehouse; when it is unset it defaults to data/warehouse/llmrec.duckdb under LL
 
 
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Literal
 import dagster as dg
 import duckdb
 from dagster_dbt import DbtCliResource, DbtProject
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ml.data.registry import DatasetRegistry, load_registry
 from ml.llm.local_server import llama_server
@@ -139,6 +140,10 @@ class MlflowResource(dg.ConfigurableResource):
         return TrackingStore(Path(self.root))
 
 
+# Only variables with this prefix may hold an LLM API key (see LLMResource.api_key_env).
+API_KEY_ENV_PREFIX = "LLMREC_"
+
+
 class LLMResource(dg.ConfigurableResource):
     """Which LLM generates profiles: a local transformers model, a local llama.cpp server, or any OpenAI-style API."""
 
@@ -153,7 +158,8 @@ class LLMResource(dg.ConfigurableResource):
         "llama_cpp_server: the packaged name or a .gguf file; openai: the server's model name.",
     )
     base_url: str = Field(default="http://127.0.0.1:8000/v1", description="openai backend only.")
-    api_key_env: str = Field(default="LLMREC_LLM_API_KEY", description="Env var holding the API key (openai).")
+    api_key_env: str = Field(default="LLMREC_LLM_API_KEY", description="Env var holding the API key (openai); "
+                             f"its name must start with {API_KEY_ENV_PREFIX}.")
     max_new_tokens: int = 160
     temperature: float = Field(default=0.0, description="0 = greedy, deterministic.")
     repeat_penalty: float = Field(default=1.15, description="Small models loop without one.")
@@ -164,6 +170,14 @@ class LLMResource(dg.ConfigurableResource):
     max_retries: int = 3
     threads: int = Field(default=2, description="CPU threads of the llama.cpp server.")
     device: str = "auto"
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_variable_is_ours(cls, name: str) -> str:
+        # Anyone who can launch a run sets this: any variable would leak its value as a bearer token to base_url.
+        if not re.fullmatch(rf"{API_KEY_ENV_PREFIX}[A-Z0-9_]+", name):
+            raise ValueError(f"api_key_env must name a variable {API_KEY_ENV_PREFIX}<UPPER_CASE>, got {name!r}")
+        return name
 
     def decoding(self) -> DecodingSettings:
         """The decoding settings every backend shares."""

@@ -146,7 +146,7 @@ def register_best_model(
     store: TrackingStore, model_name: str, model_uri: str, run_id: str, metrics: dict[str, float],
     tags: dict[str, str],
 ) -> str:
-    """Register `model_uri` as a new version of `model_name` with metric and other tags, alias it 'champion'."""
+    """Register `model_uri` as a new version of `model_name` with metric and other tags (not yet champion)."""
     client = store.client()
     if not client.search_registered_models(filter_string=f"name = '{model_name}'"):
         client.create_registered_model(model_name, description="Best model on validation NDCG@10 (llmrec).")
@@ -157,9 +157,14 @@ def register_best_model(
         client.set_model_version_tag(model_name, version.version, metric_name(key), str(float(value)))
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version.version, key, str(value))
-    client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version.version)
     logger.info("registered %s version %s (%s)", model_name, version.version, model_uri)
     return str(version.version)
+
+
+def promote_champion(store: TrackingStore, model_name: str, version: str) -> None:
+    """Point the 'champion' alias at `version`: call it only once the version passed its gate and serves."""
+    store.client().set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+    logger.info("%s version %s is now %s", model_name, version, CHAMPION_ALIAS)
 
 
 def find_runs(store: TrackingStore, experiment: str, filter_string: str = "") -> list[Run]:

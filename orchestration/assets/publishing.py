@@ -1,6 +1,7 @@
 """Publishing asset: the selected model's item vectors as a verified, versioned faiss index.
 
-Runs only when the evaluation's blocking check passed (the model beats popularity on validation).
+Runs only when the evaluation's blocking check passed (the model beats popularity on validation); only
+then, once the index is verified and current, does the registered version become the MLflow `champion`.
 The index holds the model's inference item vectors; user vectors are each user's query vector after
 their whole known history (train + validation + test items), which is what serving would use.
 `ml/index/publish.py` writes the version aside, verifies checksums and recall@10 against exact search,
@@ -17,9 +18,10 @@ from ml.data.sequences import load_sequences
 from ml.index.build import IndexConfig
 from ml.index.publish import publish_index
 from ml.models.checkpoints import item_vectors, load_checkpoint, supports_retrieval, user_vectors
+from ml.tracking.mlflow_store import promote_champion
 from orchestration.assets.evaluation import model_evaluation, read_results
 from orchestration.partitions import dataset_partitions
-from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, WarehouseResource
+from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
 
 
 class IndexPublishConfig(dg.Config):
@@ -50,9 +52,9 @@ class IndexPublishConfig(dg.Config):
 )
 def published_index(
     context: dg.AssetExecutionContext, config: IndexPublishConfig, warehouse: WarehouseResource,
-    artifacts: ArtifactStoreResource,
+    artifacts: ArtifactStoreResource, mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
-    """A new verified index version of the selected model's item vectors, made current."""
+    """A new verified index version of the selected model's item vectors, made current; its model made champion."""
     dataset = context.partition_key
     results = read_results(artifacts, dataset)
     selection = results["selection"]
@@ -79,6 +81,8 @@ def published_index(
         },
         config=config.index(), verify_users=config.verify_users,
     )
+    # The alias follows what serves: never a version the popularity gate blocked or a failed publish.
+    promote_champion(mlflow.store(), selection["registered_model"], selection["registered_version"])
     report = published.report
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(published.path)),
@@ -90,4 +94,5 @@ def published_index(
         "verification_recall@10": round(report.recall, 4),
         "verification_queries": report.queries,
         "users_indexed": len(data.user_ids),
+        "champion": f"{selection['registered_model']} v{selection['registered_version']}",
     })

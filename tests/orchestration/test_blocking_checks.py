@@ -113,3 +113,7 @@ def test_a_model_worse_than_popularity_is_not_published(tmp_path: Path, warehous
     published = {event.asset_key for event in result.get_asset_materialization_events()}
     assert model_evaluation.key in published and published_index.key not in published
     assert not (artifacts / "indexes").exists()
+    # Registered for the record, but the blocked model never becomes the champion.
+    client = store.client()
+    assert len(client.search_model_versions("name = 'llmrec-movielens-100k'")) == 1
+    assert not client.get_registered_model("llmrec-movielens-100k").aliases

@@ -1,9 +1,10 @@
 """The code location loads, with the assets, groups, checks, pools and jobs the UI should show."""
 
 import dagster as dg
+import pytest
 
 from orchestration.definitions import defs
-from orchestration.resources import DUCKDB_POOL
+from orchestration.resources import DUCKDB_POOL, LLMResource
 
 
 def test_definitions_load() -> None:
@@ -94,3 +95,24 @@ def test_llm_backend_and_budget_are_launchpad_settings() -> None:
     item_profiles_op = defs.resolve_assets_def("item_profiles").node_def
     fields = item_profiles_op.config_schema.config_type.fields
     assert {"max_new_profiles", "commit_every"} <= set(fields)
+
+
+def test_the_llm_key_variable_is_restricted_to_the_project_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launchpad run config cannot point api_key_env at any other variable (its value would be sent to base_url)."""
+    monkeypatch.setenv("SOME_CLOUD_SECRET", "s3cr3t-value")
+
+    @dg.asset
+    def key_variable(llm: LLMResource) -> str:
+        return llm.api_key_env
+
+    def launch(variable: str) -> dg.ExecuteInProcessResult:
+        return dg.materialize([key_variable], resources={"llm": LLMResource()}, raise_on_error=False,
+                              run_config={"resources": {"llm": {"config": {"api_key_env": variable}}}})
+
+    refused = launch("SOME_CLOUD_SECRET")
+    assert not refused.success
+    [failure] = [event for event in refused.all_events if event.is_failure]
+    message = str(failure.event_specific_data.error.to_string())
+    assert "LLMREC_" in message and "s3cr3t-value" not in message
+    accepted = launch("LLMREC_OTHER_KEY")
+    assert accepted.success and accepted.output_for_node("key_variable") == "LLMREC_OTHER_KEY"

@@ -193,6 +193,8 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     index = _metadata(first, "published_index")
     assert index["model"] == selected and index["dagster/row_count"] == 1349
     assert index["verification_recall@10"] == 1.0
+    champion = store.client().get_model_version_by_alias(f"llmrec-{DATASET}", "champion")
+    assert champion.tags["model"] == selected and index["champion"] == f"llmrec-{DATASET} v{champion.version}"
     loaded = load_current(artifacts / "indexes", DATASET)
     assert loaded.version == index["version"] and loaded.manifest["model_run"]["model"] == selected
     user = next(iter(loaded.user_rows or {}))

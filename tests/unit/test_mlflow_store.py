@@ -5,6 +5,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 
 from ml.tracking.mlflow_store import (
     TrackingStore,
@@ -14,6 +15,7 @@ from ml.tracking.mlflow_store import (
     log_metrics,
     log_model,
     metric_name,
+    promote_champion,
     register_best_model,
     start_training_run,
 )
@@ -57,6 +59,10 @@ def test_runs_metrics_models_and_registry(tmp_path: Path, monkeypatch: pytest.Mo
     first = register_best_model(store, "llmrec-toy", uri, run_id, {"valid_ndcg@10": 0.3}, {"model": "sasrec"})
     second = register_best_model(store, "llmrec-toy", uri, run_id, {"valid_ndcg@10": 0.3}, {"model": "sasrec"})
     assert (first, second) == ("1", "2")
+    # Registering is not promoting: the alias moves only when the caller says the version passed its gate.
+    with pytest.raises(MlflowException, match="champion"):
+        store.client().get_model_version_by_alias("llmrec-toy", "champion")
+    promote_champion(store, "llmrec-toy", second)
     champion = store.client().get_model_version_by_alias("llmrec-toy", "champion")
     assert str(champion.version) == "2" and champion.tags == {"valid_ndcg_at_10": "0.3", "model": "sasrec"}
     assert champion.run_id == run_id
