@@ -20,10 +20,12 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import duckdb
 
+from ml.data.warehouse import open_warehouse
 from ml.encoders.cache import encode_cached
 from ml.encoders.sentence import SentenceEncoder
 
@@ -62,12 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     encoder.encode(texts)
     bare_s = time.perf_counter() - start
 
-    with tempfile.TemporaryDirectory() as folder, duckdb.connect(str(Path(folder) / "cache.duckdb")) as con:
+    with tempfile.TemporaryDirectory() as folder:
+        connect = partial(open_warehouse, Path(folder) / "cache.duckdb")
         start = time.perf_counter()
-        first = encode_cached(con, encoder, texts)
+        first = encode_cached(connect, encoder, texts)
         first_s = time.perf_counter() - start
         start = time.perf_counter()
-        rerun = encode_cached(con, encoder, texts)
+        rerun = encode_cached(connect, encoder, texts)
         rerun_s = time.perf_counter() - start
     if rerun.encoded:
         raise SystemExit(f"rerun encoded {rerun.encoded} texts; the cache should have served all of them")

@@ -30,7 +30,8 @@ def interactions_frame(con: duckdb.DuckDBPyConnection, dataset: str, relation: s
         select
             user_id, item_id, split, sequence_position, sequence_length,
             coalesce(
-                (timestamp_s, event_order) >= lag((timestamp_s, event_order)) over (
+                -- A log without timestamps (all NULL) is ordered by event order alone.
+                (coalesce(timestamp_s, 0), event_order) >= lag((coalesce(timestamp_s, 0), event_order)) over (
                     partition by user_id order by sequence_position),
                 true
             ) as in_order

@@ -45,7 +45,8 @@ def gx_raw_events(
 ) -> dg.AssetCheckResult:
     """Validate the partition's ingested events with the raw-events GX suite."""
     dataset = context.partition_key
-    settings = registry.load().get(dataset).settings
+    config = registry.load().get(dataset)
+    settings = config.settings
     with warehouse.connect(read_only=True) as con:
         events = raw_events_frame(con, dataset)
         quarantined = quarantined_event_lines(con, dataset)
@@ -53,6 +54,7 @@ def gx_raw_events(
         min_timestamp_s=settings.min_timestamp_s,
         max_timestamp_s=settings.max_timestamp_s,
         max_quarantine_rate=settings.max_quarantine_rate,
+        has_timestamps=config.events.columns.timestamp is not None,
     )
     return _check_result(validate_ingested_events(events, quarantined, thresholds))
 

@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 
 import dagster as dg
-import duckdb
 
 from ml.data.registry import load_registry
 from ml.data.versioned import NoCurrentVersion
+from ml.data.warehouse import open_warehouse
 from ml.index.publish import index_folder, rollback
 from ml.index.recommend import load_current, recommend
 from ml.models.checkpoints import history_encoder, load_checkpoint
@@ -56,7 +56,7 @@ def run_partition(job_name: str, dataset: str, instance: dg.DagsterInstance, pre
 def print_results(dataset: str) -> None:
     """Print a dataset's results table, where its results are and its headline statistics."""
     warehouse = os.environ[WAREHOUSE_ENV]
-    with duckdb.connect(warehouse, read_only=True) as con:
+    with open_warehouse(warehouse, read_only=True) as con:
         row = con.execute(
             f"select {', '.join(HEADLINE_COLUMNS)} from marts.dataset_stats where dataset = $dataset",
             {"dataset": dataset},
@@ -90,13 +90,6 @@ def print_results(dataset: str) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _titles(dataset: str) -> dict[str, str]:
-    with duckdb.connect(os.environ[WAREHOUSE_ENV], read_only=True) as con:
-        rows = con.execute("select item_id, coalesce(title, item_text) from marts.item_catalog where dataset = ?",
-                           [dataset]).fetchall()
-    return {str(item): str(title) for item, title in rows}
-
-
 def print_recommendations(dataset: str, user_id: str | None, history: list[str], k: int) -> None:
     """Load the dataset's current index (and its model's user tower for histories) and print the top k."""
     loaded = load_current(data_dir() / "indexes", dataset)
@@ -106,8 +99,8 @@ def print_recommendations(dataset: str, user_id: str | None, history: list[str],
         checkpoint = load_checkpoint(data_dir() / "checkpoints", dataset, model_run["model"],
                                      model_run["checkpoint_version"])
         encoder = history_encoder(checkpoint)
-    picked = recommend(loaded, user_id=user_id, history=history, k=k, titles=_titles(dataset),
-                       history_encoder=encoder)
+    # Titles travel with the index version: serving never opens the warehouse the pipeline may be writing.
+    picked = recommend(loaded, user_id=user_id, history=history, k=k, history_encoder=encoder)
     query = f"user {user_id}" if user_id is not None else f"history {history}"
     lines = [f"top {k} for {query} from index {loaded.version} ({model_run['model']}):"]
     lines += [f"{rank:3d}. {item.item_id}  {item.score:.4f}  {item.title or ''}" for rank, item in

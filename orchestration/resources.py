@@ -20,6 +20,7 @@ from dagster_dbt import DbtCliResource, DbtProject
 from pydantic import Field, field_validator
 
 from ml.data.registry import DatasetRegistry, load_registry
+from ml.data.warehouse import open_warehouse
 from ml.llm.local_server import llama_server
 from ml.llm.weights import PACKAGED_SMOLLM2, file_digest, packaged_smollm2_gguf, resolve_causal_lm
 from ml.profiles.backends import ChatBackend, DecodingSettings, OpenAICompatibleBackend
@@ -68,16 +69,14 @@ class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse file shared by ingestion, dbt and the data checks."""
 
     path: str
+    lock_wait_s: float = Field(default=60.0, description="How long to wait for another process's lock on the file "
+                               "before failing with a clear message.")
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the warehouse (creating its folder), closing the connection afterwards."""
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(self.path, read_only=read_only)
-        try:
+        with open_warehouse(self.path, read_only=read_only, wait_s=self.lock_wait_s) as con:
             yield con
-        finally:
-            con.close()
 
 
 class DatasetRegistryResource(dg.ConfigurableResource):

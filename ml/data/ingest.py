@@ -21,9 +21,18 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ml.data.readers import QUARANTINE_TEXT_CHARS, RawRecord, iter_line_batches, iter_records
-from ml.data.registry import DatasetConfig, DatasetRegistry, EventColumns, FileFormat, TimestampUnit
+from ml.data.registry import (
+    DatasetConfig,
+    DatasetRegistry,
+    EventColumns,
+    EventSource,
+    FileFormat,
+    ItemSource,
+    TimestampUnit,
+)
 from ml.data.warehouse import RAW_SCHEMA, ensure_raw_schema, transaction
 
 logger = logging.getLogger(__name__)
@@ -218,6 +227,14 @@ def _classified_events_sql(dataset: DatasetConfig, has_catalog: bool, staged: st
     settings = dataset.settings
     divisor = 1000.0 if dataset.events.timestamp_unit is TimestampUnit.MILLISECONDS else 1.0
     event_id_mapped = dataset.events.columns.event_id is not None
+    # Without a timestamp column, events keep a NULL timestamp: order comes from event id or line order.
+    timestamp_checks = """
+                when timestamp_raw is null then 'missing_timestamp'""" if dataset.events.columns.timestamp else ""
+    timestamp_value_checks = f"""
+                when timestamp_s is null then 'timestamp_not_numeric'
+                when not isfinite(timestamp_s)
+                  or timestamp_s < {settings.min_timestamp_s} or timestamp_s > {settings.max_timestamp_s}
+                    then 'timestamp_out_of_range'""" if dataset.events.columns.timestamp else ""
     catalog_check = (
         "when item_id not in (select item_id from raw.items where dataset = $dataset) then 'item_not_in_catalog'"
         if has_catalog else ""
@@ -249,16 +266,13 @@ def _classified_events_sql(dataset: DatasetConfig, has_catalog: bool, staged: st
             case
                 when reason is not null then reason
                 when user_id is null then 'missing_user_id'
-                when item_id is null then 'missing_item_id'
-                when timestamp_raw is null then 'missing_timestamp'
+                when item_id is null then 'missing_item_id'{timestamp_checks}
                 {"when event_id_raw is null then 'missing_event_id'" if event_id_mapped else ""}
-                when long_field is not null then 'field_too_long'
-                when timestamp_s is null then 'timestamp_not_numeric'
-                when not isfinite(timestamp_s)
-                  or timestamp_s < {settings.min_timestamp_s} or timestamp_s > {settings.max_timestamp_s}
-                    then 'timestamp_out_of_range'
+                when long_field is not null then 'field_too_long'{timestamp_value_checks}
                 {"when event_id is null then 'event_id_not_integer'" if event_id_mapped else ""}
                 when rating_raw is not null and rating is null then 'rating_not_numeric'
+                -- NaN or infinity parse as doubles and would pass any min_rating.
+                when rating is not null and not isfinite(rating) then 'rating_not_finite'
                 {catalog_check}
             end as final_reason,
             case
@@ -341,6 +355,49 @@ def _check_csv_header(path: Path, records: Iterator[RawRecord], required: list[s
         yield record
 
 
+def _check_parquet_schema(path: Path, required: list[str]) -> None:
+    """Fail before anything is read if the Parquet schema lacks a mapped column."""
+    names = set(pq.ParquetFile(path).schema_arrow.names)
+    missing = [name for name in required if name not in names]
+    if missing:
+        raise IngestError(f"{path}: columns {missing} from the registry are not in the Parquet schema {sorted(names)}")
+
+
+def _check_columns_seen(path: Path, records: Iterator[RawRecord], required: list[str]) -> Iterator[RawRecord]:
+    """Pass records through; at the end, fail if a mapped column was on no parsed record (a registry typo).
+
+    The error rolls the ingestion transaction back, so nothing of the run is kept.
+    """
+    unseen = set(required)
+    parsed = 0
+    for record in records:
+        if unseen and record.fields is not None:
+            parsed += 1
+            unseen -= record.fields.keys()
+        yield record
+    if parsed and unseen:
+        raise IngestError(f"{path}: columns {sorted(unseen)} from the registry are on no line of the file")
+
+
+def _mapped_columns(source: EventSource | ItemSource) -> list[str]:
+    """The raw column names a source's registry entry maps (and keeps as attributes)."""
+    mapped = [column for column in source.columns.model_dump().values() if column]
+    return mapped + list(getattr(source, "attribute_columns", ()))
+
+
+def _check_mapped_columns(
+    path: Path, source: EventSource | ItemSource, records: Iterator[RawRecord],
+) -> Iterator[RawRecord]:
+    """A clear error for a mapped column the file lacks: CSV header and Parquet schema up front, JSON over all lines."""
+    required = _mapped_columns(source)
+    if source.format is FileFormat.CSV:
+        return _check_csv_header(path, records, required)
+    if source.format is FileFormat.PARQUET:
+        _check_parquet_schema(path, required)
+        return records
+    return _check_columns_seen(path, records, required)
+
+
 def _counted(records: Iterator[RawRecord], counter: Counter, key: str) -> Iterator[RawRecord]:
     """Pass records through while counting them under `key`."""
     for record in records:
@@ -353,10 +410,8 @@ def _load_items(
 ) -> None:
     """Stage the whole catalog (duplicates are a whole-file property), classify, and insert it."""
     assert dataset.items is not None
-    records = iter_records(path, dataset.items, dataset.settings.max_line_bytes)
-    if dataset.items.format is FileFormat.CSV:
-        mapped = [column for column in dataset.items.columns.model_dump().values() if column]
-        records = _check_csv_header(path, records, mapped + list(dataset.items.attribute_columns))
+    records = _check_mapped_columns(path, dataset.items,
+                                    iter_records(path, dataset.items, dataset.settings.max_line_bytes))
     con.execute(f"create or replace temp table _stage_items ({_stage_columns_ddl(_ITEM_STAGE_COLUMNS)})")
     rows = (_item_row(record, dataset) for record in _counted(records, lines, "items"))
     for batch in _batches(rows, _ITEM_STAGE_COLUMNS, batch_rows):
@@ -399,10 +454,7 @@ def _parsed_event_tables(
 ) -> Iterator[pa.Table]:
     """Python-parsed events (CSV, Parquet) as Arrow batches of staged text values."""
     source = dataset.events
-    records = iter_records(path, source, dataset.settings.max_line_bytes)
-    if source.format is FileFormat.CSV:
-        mapped = [column for column in source.columns.model_dump().values() if column]
-        records = _check_csv_header(path, records, mapped)
+    records = _check_mapped_columns(path, source, iter_records(path, source, dataset.settings.max_line_bytes))
     rows = (
         _event_row(record, order, source.columns)
         for order, record in enumerate(_counted(records, lines, "events"), start=1)
@@ -423,6 +475,10 @@ def _load_events(
     staged = f"({_json_events_sql(dataset.events.columns)})" if json_lines else "_event_batch"
     classify_sql = _classified_events_sql(dataset, has_catalog, staged)
     params = {"dataset": dataset.name, "file": file}
+    # JSON lines are parsed by DuckDB: count, per mapped column, the parsed lines that have it.
+    mapped = {name: column for name, field_name in EVENT_FIELDS.items()
+              if (column := getattr(dataset.events.columns, field_name))}
+    present: Counter = Counter()
     for table in tables:
         con.register("_event_lines" if json_lines else "_event_batch", table)
         try:
@@ -442,7 +498,15 @@ def _load_events(
             params,
         )
         _insert_quarantine(con, "_events_classified", "events", params)
+        if json_lines:
+            counts = con.execute(
+                f"select count(*) filter (where reason is null), {', '.join(f'count({name})' for name in mapped)} "
+                "from _events_classified").fetchone()
+            present.update(dict(zip(["parsed", *mapped], counts or (), strict=True)))
     con.execute("drop table if exists _events_classified")
+    unseen = [column for name, column in mapped.items() if not present[name]]
+    if json_lines and present["parsed"] and unseen:
+        raise IngestError(f"{path}: columns {unseen} from the registry are on no line of the file")
 
 
 def _insert_arrow(con: duckdb.DuckDBPyConnection, table: str, batch: pa.Table) -> None:

@@ -49,21 +49,27 @@ class LineBatch:
 
 
 CHUNK_BYTES = 1 << 24
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def iter_line_batches(path: Path, max_line_bytes: int, batch_lines: int) -> Iterator[LineBatch]:
     """Every physical line, in batches, read in large chunks: the one line reader of every text format.
 
     A line's trailing newline (LF or CRLF) is not part of it; a last line without one still counts.
+    A UTF-8 byte-order mark at the start of the file (as Excel and Windows tools write) is dropped.
     Unusable lines keep a visible text (bad bytes as backslash escapes, long lines cut) and their reason.
     """
     texts: list[str] = []
     reasons: dict[int, str] = {}
     first_line = 1
     pending = b""
+    at_start = True
     with _open_binary(path) as handle:
         while True:
             chunk = handle.read(CHUNK_BYTES)
+            if at_start:
+                chunk = chunk.removeprefix(UTF8_BOM)
+                at_start = False
             data = pending + chunk
             if chunk:
                 raw_lines = data.split(b"\n")

@@ -36,11 +36,15 @@ class _Strict(BaseModel):
 
 
 class EventColumns(_Strict):
-    """Maps our event fields to the raw file's column names (None = the dataset lacks that field)."""
+    """Maps our event fields to the raw file's column names (None = the dataset lacks that field).
+
+    Without a timestamp (many public logs have only an event id or the line order) events are ordered
+    by event id, else by line order, and sessions are unknown (NULL).
+    """
 
     user_id: str
     item_id: str
-    timestamp: str
+    timestamp: str | None = None
     event_id: str | None = None
     event_type: str | None = None
     rating: str | None = None
@@ -132,12 +136,22 @@ class DatasetConfig(_Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+DEFAULT_RAW_DIR = "data/raw"
+
+
 class DatasetRegistry(_Strict):
-    """All datasets of the project, keyed by name, plus the one the main job runs by default."""
+    """All datasets of the project, keyed by name, plus the one the main job runs by default.
+
+    Every raw file must resolve (symlinks followed) inside `raw_dir` (relative to the registry's
+    folder, default data/raw/), so that an entry cannot read an arbitrary file of the machine into the
+    warehouse and the UI's quarantine sample; `allow_paths_outside_raw_dir: true` lifts the rule.
+    """
 
     base_dir: Path
     default_dataset: str
     datasets: dict[str, DatasetConfig]
+    raw_dir: str = DEFAULT_RAW_DIR
+    allow_paths_outside_raw_dir: bool = False
 
     @model_validator(mode="after")
     def _default_exists(self) -> DatasetRegistry:
@@ -146,6 +160,23 @@ class DatasetRegistry(_Strict):
                 f"default_dataset {self.default_dataset!r} is not in the registry "
                 f"(known: {sorted(self.datasets)})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _paths_inside_raw_dir(self) -> DatasetRegistry:
+        if self.allow_paths_outside_raw_dir:
+            return self
+        base = self.base_dir.resolve()
+        raw_root = (base / self.raw_dir).resolve()
+        if not raw_root.is_relative_to(base):
+            raise ValueError(f"raw_dir {self.raw_dir!r} must be a folder inside the registry's folder {base}")
+        for name, dataset in self.datasets.items():
+            sources = [("events", dataset.events)] + ([("items", dataset.items)] if dataset.items else [])
+            for kind, source in sources:
+                if not dataset.resolve(base, source.path).is_relative_to(raw_root):
+                    raise ValueError(
+                        f"dataset {name!r}: {kind} path {source.path!r} is outside {raw_root}; move the file "
+                        "there, or set allow_paths_outside_raw_dir: true at the top of the registry")
         return self
 
     @property
@@ -204,8 +235,12 @@ def parse_registry(text: str, base_dir: Path) -> DatasetRegistry:
         except ValueError as error:
             raise RegistryError(f"dataset {name!r}: {error}") from error
     default = document.get("default_dataset", next(iter(datasets)))
+    unknown = sorted(set(document) - {"datasets", "default_dataset", "raw_dir", "allow_paths_outside_raw_dir"})
+    if unknown:
+        raise RegistryError(f"unknown top-level registry keys {unknown}")
+    options = {key: document[key] for key in ("raw_dir", "allow_paths_outside_raw_dir") if key in document}
     try:
-        return DatasetRegistry(base_dir=base_dir, default_dataset=default, datasets=datasets)
+        return DatasetRegistry(base_dir=base_dir, default_dataset=default, datasets=datasets, **options)
     except ValueError as error:
         raise RegistryError(str(error)) from error
 

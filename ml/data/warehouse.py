@@ -1,12 +1,63 @@
-"""The DuckDB warehouse: the raw layer's tables (written by ingestion, read by dbt) and a transaction helper."""
+"""The DuckDB warehouse: the raw layer's tables (written by ingestion, read by dbt), opening it, transactions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+
+logger = logging.getLogger(__name__)
+
+# Opens the warehouse for one short piece of work and closes it (e.g. `WarehouseResource.connect`):
+# long computations take one of these instead of a connection, so no lock is held while they run.
+Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+
+class WarehouseLocked(RuntimeError):
+    """Another process held the warehouse's lock for longer than we were willing to wait."""
+
+
+def _is_lock_error(error: duckdb.Error) -> bool:
+    return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
+
+
+@contextmanager
+def open_warehouse(
+    path: str | Path, read_only: bool = False, wait_s: float = 30.0,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the DuckDB file at `path`, closed afterwards; waits up to `wait_s` for another process's lock.
+
+    DuckDB lets one process write, or several read, a file. A step of the pipeline holds the file only
+    briefly (read inputs, close, compute, reopen to write), so a short wait with backoff gets through;
+    past `wait_s` the error says who to wait for instead of DuckDB's raw IOException.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    delay = 0.1
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.Error as error:
+            if not _is_lock_error(error):
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseLocked(
+                    f"the warehouse {path} is locked by another process (a pipeline step is writing to it, or a "
+                    f"notebook/CLI holds it open) and stayed locked for {wait_s:.0f} s; retry when it is done. "
+                    f"DuckDB said: {error}") from error
+            logger.info("warehouse %s is locked by another process; retrying in %.1f s", path, delay)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 5.0)
+    try:
+        yield con
+    finally:
+        con.close()
 
 RAW_SCHEMA = "raw"
 
@@ -21,7 +72,7 @@ create table if not exists {RAW_SCHEMA}.events (
     user_id varchar not null,
     item_id varchar not null,
     event_type varchar,
-    timestamp_s double not null,
+    timestamp_s double,  -- NULL only for a log without timestamps (the registry maps none)
     rating double,
     review_text varchar
 )
@@ -61,6 +112,8 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"create schema if not exists {RAW_SCHEMA}")
     for ddl in (RAW_EVENTS_DDL, RAW_ITEMS_DDL, RAW_QUARANTINE_DDL):
         con.execute(ddl)
+    # Warehouses created before timestamps became optional declared the column not null.
+    con.execute(f"alter table {RAW_SCHEMA}.events alter column timestamp_s drop not null")
 
 
 @contextmanager

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from ml.data.embedding_store import vectors_from_arrow
+from ml.data.warehouse import Connect
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +80,19 @@ def _missing_hashes(con: duckdb.DuckDBPyConnection, model_id: str, unique: dict[
 
 
 def fill_cache(
-    con: duckdb.DuckDBPyConnection, encoder: TextEncoder, texts: Sequence[str], max_new: int | None = None,
-    batch_size: int = 1_024,
+    connect: Connect, encoder: TextEncoder, texts: Sequence[str], max_new: int | None = None, batch_size: int = 1_024,
 ) -> CacheFill:
-    """Encode the texts the cache lacks (the first `max_new` of them, in request order; None = all) and store them."""
+    """Encode the texts the cache lacks (the first `max_new` of them, in request order; None = all) and store them.
+
+    The warehouse is opened only to look up and to store each chunk, never while encoding, so other
+    processes (serving, a notebook) can use it in between.
+    """
     if max_new is not None and max_new < 0:
         raise ValueError("max_new must be >= 0 (or None for no limit)")
-    ensure_embedding_table(con)
     unique: dict[str, str] = {text_hash(text): text for text in texts}
-    missing = _missing_hashes(con, encoder.model_id, unique)
+    with connect() as con:
+        ensure_embedding_table(con)
+        missing = _missing_hashes(con, encoder.model_id, unique)
     todo = missing if max_new is None else missing[:max_new]
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
@@ -97,11 +102,12 @@ def fill_cache(
             "text_hash": chunk,
             "vector": pa.array(list(vectors.astype(np.float32)), type=pa.list_(pa.float32())),
         })
-        con.register("_new_vectors", batch)
-        try:
-            con.execute(f"insert into {EMBEDDING_TABLE} select * from _new_vectors")
-        finally:
-            con.unregister("_new_vectors")
+        with connect() as con:
+            con.register("_new_vectors", batch)
+            try:
+                con.execute(f"insert into {EMBEDDING_TABLE} select * from _new_vectors")
+            finally:
+                con.unregister("_new_vectors")
         # Each chunk is committed as it lands, so a killed run keeps its work; log progress per chunk.
         logger.info("embeddings %s: %d/%d new texts encoded", encoder.model_id, start + len(chunk), len(todo))
     fill = CacheFill(encoded=len(todo), reused=len(unique) - len(missing), left=len(missing) - len(todo))
@@ -130,8 +136,10 @@ def read_cached(con: duckdb.DuckDBPyConnection, encoder: TextEncoder, texts: Seq
 
 
 def encode_cached(
-    con: duckdb.DuckDBPyConnection, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 1_024
+    connect: Connect, encoder: TextEncoder, texts: Sequence[str], batch_size: int = 1_024
 ) -> CachedEncoding:
     """Embeddings of `texts` (in order): cached ones read back, the rest encoded and stored in batches."""
-    fill = fill_cache(con, encoder, texts, batch_size=batch_size)
-    return CachedEncoding(vectors=read_cached(con, encoder, texts), encoded=fill.encoded, reused=fill.reused)
+    fill = fill_cache(connect, encoder, texts, batch_size=batch_size)
+    with connect() as con:
+        vectors = read_cached(con, encoder, texts)
+    return CachedEncoding(vectors=vectors, encoded=fill.encoded, reused=fill.reused)

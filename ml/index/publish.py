@@ -4,6 +4,7 @@ Layout: `<root>/<dataset>/<version>/` holds
 
     index.faiss         the faiss index (row i = item_ids[i])
     item_ids.json       JSON list: faiss row -> item id
+    item_titles.json    optional JSON list: faiss row -> display title (or null), so serving never opens the warehouse
     item_vectors.npy    the indexed vectors, for exact-search verification and for embedding item histories
     user_ids.json       optional, with user_vectors.npy: recommend by user id
     user_vectors.npy
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 INDEX_FILE = "index.faiss"
 ITEM_IDS_FILE = "item_ids.json"
+ITEM_TITLES_FILE = "item_titles.json"
 ITEM_VECTORS_FILE = "item_vectors.npy"
 USER_IDS_FILE = "user_ids.json"
 USER_VECTORS_FILE = "user_vectors.npy"
@@ -83,6 +85,7 @@ class IndexContents:
     item_vectors: np.ndarray
     user_ids: list[str] | None
     user_vectors: np.ndarray | None
+    item_titles: list[str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,17 @@ def _read_ids(path: Path) -> list[str]:
     return ids
 
 
+def _read_titles(path: Path, count: int) -> list[str | None]:
+    try:
+        titles = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _fail(f"{path.name} is not valid JSON: {error}", path.name) from error
+    if not isinstance(titles, list) or len(titles) != count or \
+            not all(title is None or isinstance(title, str) for title in titles):
+        raise _fail(f"{path.name} must list {count} titles (strings or null)", path.name)
+    return titles
+
+
 def _read_vectors(path: Path, rows: int, dim: int) -> np.ndarray:
     try:
         vectors = np.load(path, allow_pickle=False)
@@ -200,6 +214,9 @@ def read_version(folder: Path) -> IndexContents:
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise _fail(f"{INDEX_FILE} does not score by inner product", INDEX_FILE)
     apply_search_params(index, config)
+    item_titles = None
+    if ITEM_TITLES_FILE in manifest["files"]:
+        item_titles = _read_titles(folder / ITEM_TITLES_FILE, count)
     user_ids = user_vectors = None
     if USER_IDS_FILE in manifest["files"]:
         user_ids = _read_ids(folder / USER_IDS_FILE)
@@ -207,7 +224,7 @@ def read_version(folder: Path) -> IndexContents:
         if len(user_ids) != manifest.get("user_count"):
             raise _fail(f"{USER_IDS_FILE} has {len(user_ids)} ids, the manifest says {manifest.get('user_count')}",
                         USER_IDS_FILE)
-    return IndexContents(manifest, config, index, item_ids, item_vectors, user_ids, user_vectors)
+    return IndexContents(manifest, config, index, item_ids, item_vectors, user_ids, user_vectors, item_titles)
 
 
 # ---------------------------------------------------------------------------------------------- verifying
@@ -319,11 +336,13 @@ def publish_index(
     metadata: dict[str, Any],
     config: IndexConfig | None = None,
     verify_users: int = 500,
+    item_titles: Sequence[str | None] | None = None,
 ) -> PublishedIndex:
     """Build, write and verify a new index version of `dataset`, then make it current.
 
     `metadata["metrics"]` goes to the manifest's `metrics`; every other key (model name, MLflow run
-    id, ...) to its `model_run`. On a failed verification nothing is published and
+    id, ...) to its `model_run`. `item_titles` (aligned with `item_ids`) travel with the version, so
+    serving needs nothing else. On a failed verification nothing is published and
     `IndexVerificationError` is raised with CURRENT unchanged.
     """
     if verify_users < 1:
@@ -337,6 +356,10 @@ def publish_index(
         user_ids = _checked_ids(user_ids, user_vectors, "user")
         if user_vectors.shape[1] != item_vectors.shape[1]:
             raise ValueError(f"user vectors have dim {user_vectors.shape[1]}, item vectors {item_vectors.shape[1]}")
+    if item_titles is not None:
+        item_titles = [None if title is None else str(title) for title in item_titles]
+        if len(item_titles) != len(item_ids):
+            raise ValueError(f"{len(item_titles)} item titles for {len(item_ids)} items")
     config = (config or IndexConfig()).resolved(len(item_ids))
     index = build_index(item_vectors, config)
 
@@ -350,6 +373,8 @@ def publish_index(
         faiss.write_index(index, str(folder / INDEX_FILE))
         (folder / ITEM_IDS_FILE).write_text(json.dumps(item_ids) + "\n")
         np.save(folder / ITEM_VECTORS_FILE, item_vectors, allow_pickle=False)
+        if item_titles is not None:
+            (folder / ITEM_TITLES_FILE).write_text(json.dumps(item_titles, ensure_ascii=False) + "\n")
         if user_ids is not None and user_vectors is not None:
             (folder / USER_IDS_FILE).write_text(json.dumps(user_ids) + "\n")
             np.save(folder / USER_VECTORS_FILE, user_vectors, allow_pickle=False)

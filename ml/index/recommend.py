@@ -46,6 +46,7 @@ class LoadedIndex:
     item_rows: dict[str, int]
     user_vectors: np.ndarray | None
     user_rows: dict[str, int] | None
+    titles: dict[str, str] | None = None
 
 
 def load_version(root: Path, dataset: str, version: str) -> LoadedIndex:
@@ -61,6 +62,8 @@ def load_version(root: Path, dataset: str, version: str) -> LoadedIndex:
         item_ids=contents.item_ids, item_vectors=contents.item_vectors,
         item_rows={item: row for row, item in enumerate(contents.item_ids)},
         user_vectors=contents.user_vectors, user_rows=user_rows,
+        titles=None if contents.item_titles is None else {
+            item: title for item, title in zip(contents.item_ids, contents.item_titles, strict=True) if title},
     )
 
 
@@ -111,6 +114,7 @@ def recommend(
 
     With both, the user vector is the query and the history only says what to exclude. Approximate
     indexes may return fewer than `k` items; so does a catalogue smaller than `k` plus the history.
+    Titles come from `titles`, else from the index version itself.
     """
     if k < 1:
         raise ValueError(f"k must be positive, not {k}")
@@ -123,7 +127,7 @@ def recommend(
     excluded = {loaded.item_rows[item] for item in history} if exclude_history else set()
     # Ask for enough extra candidates that k remain after dropping the excluded ones.
     scores, rows = loaded.index.search(query[None, :], min(len(loaded.item_ids), k + len(excluded)))
-    titles = titles or {}
+    titles = titles or loaded.titles or {}
     picked: list[Recommendation] = []
     for score, row in zip(scores[0], rows[0], strict=True):
         if row < 0 or row in excluded:

@@ -7,8 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import duckdb
-
+from ml.data.warehouse import Connect
 from ml.profiles.backends import ChatBackend
 from ml.profiles.cache import ProfileKey, ProfileResult, ensure_profile_table, pending_keys, store_results
 from ml.profiles.parsing import Profile, ProfileFailure, parse_profile
@@ -42,7 +41,7 @@ class GenerationStats:
 
 
 def generate_profiles(
-    con: duckdb.DuckDBPyConnection,
+    connect: Connect,
     backend: ChatBackend,
     dataset: str,
     kind: str,
@@ -50,10 +49,14 @@ def generate_profiles(
     budget: int | None = None,
     batch_size: int = 8,
 ) -> GenerationStats:
-    """Profiles for every entity in `prompts` without a cached one, at most `budget` of them this run."""
-    ensure_profile_table(con)
+    """Profiles for every entity in `prompts` without a cached one, at most `budget` of them this run.
+
+    The warehouse is opened to look up the cache and to store each batch, never during generation.
+    """
     keys = [ProfileKey(entity, prompt.prompt_hash) for entity, prompt in prompts.items()]
-    pending = pending_keys(con, dataset, kind, backend.model_id, keys)
+    with connect() as con:
+        ensure_profile_table(con)
+        pending = pending_keys(con, dataset, kind, backend.model_id, keys)
     selected = pending if budget is None else pending[: max(0, budget)]
     start = time.perf_counter()
     succeeded = failed = tokens = 0
@@ -70,7 +73,8 @@ def generate_profiles(
             succeeded += isinstance(outcome, Profile)
             failed += isinstance(outcome, ProfileFailure)
             results.append(ProfileResult(key, outcome, output.text or ""))
-        store_results(con, dataset, kind, backend.model_id, results)
+        with connect() as con:
+            store_results(con, dataset, kind, backend.model_id, results)
         logger.info("%s %s profiles: %d/%d done (%d failed)", dataset, kind, offset + len(batch), len(selected), failed)
     stats = GenerationStats(
         requested=len(keys), cached=len(keys) - len(pending), generated=len(selected), succeeded=succeeded,

@@ -21,6 +21,8 @@ def dbt_vars(dataset: DatasetConfig) -> dict[str, Any]:
         "k_core": settings.k_core,
         "session_gap_minutes": settings.session_gap_minutes,
         "min_rating": settings.min_rating,
+        # A log without timestamps has NULL timestamps and sessions; the not-null tests on them stand down.
+        "has_timestamps": dataset.events.columns.timestamp is not None,
     }
 
 

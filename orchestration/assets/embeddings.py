@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from ml.data.embedding_store import write_embeddings
+from ml.data.warehouse import Connect
 from ml.encoders.cache import CachedEncoding, TextEncoder, encode_cached, fill_cache, read_cached
 from ml.encoders.llm import FrozenLLMEncoder
 from ml.encoders.sentence import SentenceEncoder
@@ -68,12 +69,12 @@ class PublishedEmbeddings:
 
 
 def _encode_and_publish(
-    con: duckdb.DuckDBPyConnection, encoder: TextEncoder, root: Path, dataset: str, name: str, ids: list[str],
+    connect: Connect, encoder: TextEncoder, root: Path, dataset: str, name: str, ids: list[str],
     texts: list[str], columns: dict[str, list[Any]] | None = None,
 ) -> PublishedEmbeddings:
     """Encode `texts` through the cache and publish them under `name` for `dataset`."""
     start = time.perf_counter()
-    encoding = encode_cached(con, encoder, texts)
+    encoding = encode_cached(connect, encoder, texts)
     seconds = time.perf_counter() - start
     folder = write_embeddings(root, dataset, name, ids, encoding.vectors, encoder.model_id, columns)
     return PublishedEmbeddings(folder, encoding, seconds)
@@ -116,22 +117,23 @@ def _embed_item_texts(
     cache keeps this run's work, and the metadata says how much is left.
     """
     dataset = context.partition_key
-    with warehouse.connect() as con:
+    with warehouse.connect(read_only=True) as con:
         ids, texts = _item_texts(con, dataset)
-        start = time.perf_counter()
-        fill = fill_cache(con, encoder, texts, max_new)
-        seconds = time.perf_counter() - start
-        progress = {"left_for_later_runs": fill.left, "coverage": round(1 - fill.left / len(set(texts)), 4)}
-        if fill.left:
-            context.log.warning("%s %s: %d texts left to encode after this run's budget of %s; materialize again "
-                                "to publish it", dataset, name, fill.left, max_new)
-            return dg.MaterializeResult(metadata={
-                "complete": False, "encoded": fill.encoded, "reused_from_cache": fill.reused, **progress,
-                "model_id": encoder.model_id, "device": encoder.device,
-                "texts_per_second": round(fill.encoded / seconds, 2) if seconds > 0 else 0.0,
-            })
+    start = time.perf_counter()
+    fill = fill_cache(warehouse.connect, encoder, texts, max_new)  # opens the warehouse per chunk only
+    seconds = time.perf_counter() - start
+    progress = {"left_for_later_runs": fill.left, "coverage": round(1 - fill.left / len(set(texts)), 4)}
+    if fill.left:
+        context.log.warning("%s %s: %d texts left to encode after this run's budget of %s; materialize again "
+                            "to publish it", dataset, name, fill.left, max_new)
+        return dg.MaterializeResult(metadata={
+            "complete": False, "encoded": fill.encoded, "reused_from_cache": fill.reused, **progress,
+            "model_id": encoder.model_id, "device": encoder.device,
+            "texts_per_second": round(fill.encoded / seconds, 2) if seconds > 0 else 0.0,
+        })
+    with warehouse.connect(read_only=True) as con:
         encoding = CachedEncoding(read_cached(con, encoder, texts), fill.encoded, fill.reused)
-        folder = write_embeddings(artifacts.embeddings_root(), dataset, name, ids, encoding.vectors, encoder.model_id)
+    folder = write_embeddings(artifacts.embeddings_root(), dataset, name, ids, encoding.vectors, encoder.model_id)
     published = PublishedEmbeddings(folder, encoding, seconds)
     return dg.MaterializeResult(metadata={"complete": True, **progress, **_metadata(published, encoder)})
 
@@ -192,20 +194,20 @@ def profile_embeddings(
     dataset = context.partition_key
     encoder = SentenceEncoder(device=config.device, batch_size=config.batch_size)
     root = artifacts.embeddings_root()
-    with warehouse.connect() as con:
+    with warehouse.connect(read_only=True) as con:
         item_ids, item_texts = _item_texts(con, dataset)
         item_summaries = published_summaries(con, "item", dataset)
         user_summaries = published_summaries(con, "user", dataset)
         inputs = load_profile_inputs(con, dataset)
-        item_sources = ["profile" if item in item_summaries else "catalog_text" for item in item_ids]
-        items = _encode_and_publish(
-            con, encoder, root, dataset, ITEM_PROFILE, item_ids,
-            [item_summaries.get(item, text) for item, text in zip(item_ids, item_texts, strict=True)],
-            {"source": item_sources},
-        )
-        user_ids = sorted(inputs.train_by_user)
-        profiled = [user for user in user_ids if user in user_summaries]
-        encoding = encode_cached(con, encoder, [user_summaries[user] for user in profiled])
+    item_sources = ["profile" if item in item_summaries else "catalog_text" for item in item_ids]
+    items = _encode_and_publish(
+        warehouse.connect, encoder, root, dataset, ITEM_PROFILE, item_ids,
+        [item_summaries.get(item, text) for item, text in zip(item_ids, item_texts, strict=True)],
+        {"source": item_sources},
+    )
+    user_ids = sorted(inputs.train_by_user)
+    profiled = [user for user in user_ids if user in user_summaries]
+    encoding = encode_cached(warehouse.connect, encoder, [user_summaries[user] for user in profiled])
     # A user without a profile is represented by their recent training items (each a profile or its
     # catalog text): the mean of those item vectors. Encoding a text of their titles instead would
     # cost about 10 minutes per 22k users on CPU and restate the same items.

@@ -5,10 +5,10 @@ validation (again, for the table) and on test, once, with the same full-ranking 
 (`ml/evaluate/ranking.py`: ties count against the model, history unmasked unless configured), plus
 the test slices of `ml/evaluate/slices.py`. The best retrieval model on validation NDCG@10 is
 registered in the MLflow model registry (`llmrec-<dataset>`; the publishing asset moves the alias
-`champion` to it once the gate passed) and published as the faiss index; a generative model (EAGER, beam search over codes, no item vectors) is evaluated and
-ranked like the others, and when it is the best on validation `selection.best_overall` says so while
-the index serves the best retrieval model. Results land in
-`<data>/results/<dataset>/results.json`, a recall@k plot beside it, the warehouse table
+`champion` to it once the gate passed) and published as the faiss index; a generative model
+(EAGER, beam search over codes, no item vectors) is evaluated and ranked like the others, and when
+it is the best on validation `selection.best_overall` says so while the index serves the best
+retrieval model. Results land in `<data>/results/<dataset>/results.json`, a recall@k plot beside it, the warehouse table
 `evaluation.model_metrics` and this asset's metadata. A blocking check refuses a best model that does
 not beat popularity on validation, which keeps it from being published.
 """

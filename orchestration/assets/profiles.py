@@ -79,14 +79,17 @@ def published_summaries(con: duckdb.DuckDBPyConnection, kind: Literal["item", "u
 
 
 def _generate_and_publish(
-    con: duckdb.DuckDBPyConnection, kind: Literal["item", "user"], dataset: str, prompts: dict[str, ChatPrompt],
+    warehouse: WarehouseResource, kind: Literal["item", "user"], dataset: str, prompts: dict[str, ChatPrompt],
     config: ProfileGenerationConfig, llm: LLMResource, artifacts: ArtifactStoreResource, log: logging.Logger,
 ) -> dict[str, object]:
     """Generate what the cache lacks within the budget, publish the current profiles, return the asset metadata."""
     with llm.open_backend(artifacts.model_cache_dir()) as backend:
-        stats = generate_profiles(con, backend, dataset, kind, prompts, config.max_new_profiles, config.commit_every)
+        # The warehouse is opened per batch, not held through generation (minutes to hours).
+        stats = generate_profiles(warehouse.connect, backend, dataset, kind, prompts, config.max_new_profiles,
+                                  config.commit_every)
         model_id = backend.model_id
-    profiles = _publish_profiles(con, kind, dataset, model_id, prompts)
+    with warehouse.connect() as con:
+        profiles = _publish_profiles(con, kind, dataset, model_id, prompts)
     log.info("%s profiles for %s: %d/%d (%s)", kind, dataset, len(profiles), len(prompts), stats)
     return _profile_metadata(stats, profiles, prompts, model_id)
 
@@ -129,14 +132,14 @@ def item_profiles(
 ) -> dg.MaterializeResult:
     """RLMRec item profiles: title, description, attributes and sampled training reviews, summarized by the LLM."""
     dataset = context.partition_key
-    with warehouse.connect() as con:
+    with warehouse.connect(read_only=True) as con:
         inputs = load_profile_inputs(con, dataset)
-        prompts = {
-            item: build_item_prompt(inputs.items[item], inputs.train_by_item.get(item, []), config.max_reviews,
-                                    config.seed)
-            for item in inputs.items_by_popularity()
-        }
-        metadata = _generate_and_publish(con, "item", dataset, prompts, config, llm, artifacts, context.log)
+    prompts = {
+        item: build_item_prompt(inputs.items[item], inputs.train_by_item.get(item, []), config.max_reviews,
+                                config.seed)
+        for item in inputs.items_by_popularity()
+    }
+    metadata = _generate_and_publish(warehouse, "item", dataset, prompts, config, llm, artifacts, context.log)
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -153,13 +156,13 @@ def user_profiles(
 ) -> dg.MaterializeResult:
     """RLMRec user profiles: a sample of each user's training items, with their item profiles, summarized."""
     dataset = context.partition_key
-    with warehouse.connect() as con:
+    with warehouse.connect(read_only=True) as con:
         inputs = load_profile_inputs(con, dataset)
         item_summaries = published_summaries(con, "item", dataset)
-        prompts = {
-            user: build_user_prompt(user, rows, inputs.items, item_summaries, config.max_items, config.seed)
-            for user, rows in sorted(inputs.train_by_user.items())
-        }
-        metadata = _generate_and_publish(con, "user", dataset, prompts, config, llm, artifacts, context.log)
+    prompts = {
+        user: build_user_prompt(user, rows, inputs.items, item_summaries, config.max_items, config.seed)
+        for user, rows in sorted(inputs.train_by_user.items())
+    }
+    metadata = _generate_and_publish(warehouse, "user", dataset, prompts, config, llm, artifacts, context.log)
     metadata["item_profiles_available"] = len(item_summaries)
     return dg.MaterializeResult(metadata=metadata)

@@ -65,6 +65,8 @@ def published_index(
         raise ValueError(f"{checkpoint.name} has no item vectors to index")
     with warehouse.connect(read_only=True) as con:
         data = load_sequences(con, dataset)
+        titles = dict(con.execute("select item_id, coalesce(title, item_text) from marts.item_catalog "
+                                  "where dataset = $dataset", {"dataset": dataset}).fetchall())
     test_histories, test_targets = data.history("test")
     full_histories = [np.append(history, target) for history, target in zip(test_histories, test_targets,
                                                                               strict=True)]
@@ -80,6 +82,7 @@ def published_index(
                         for metric, value in results["models"][checkpoint.name][split].items()},
         },
         config=config.index(), verify_users=config.verify_users,
+        item_titles=[titles.get(item) for item in checkpoint.item_ids],
     )
     # The alias follows what serves: never a version the popularity gate blocked or a failed publish.
     promote_champion(mlflow.store(), selection["registered_model"], selection["registered_version"])

@@ -86,6 +86,7 @@ def interactions_of(spec: dict) -> list[Event]:
 
 
 REGISTRY = """
+raw_dir: .
 datasets:
 {entries}
 """
@@ -200,4 +201,39 @@ def test_dbt_unit_tests_pass(built: dict) -> None:
     # dbt unit tests read column types from the built relations, so they run on the built warehouse.
     result = run_dbt("test", "--select", "test_type:unit", "--vars", '{"dataset": "unit"}',
                      env={"LLMREC_DUCKDB_PATH": str(built["warehouse"])})
-    assert "PASS=7" in result.stdout
+    assert "PASS=9" in result.stdout
+
+
+def test_a_log_without_timestamps_is_split_by_event_id_and_has_no_sessions(built: dict) -> None:
+    """The k=2 events again, without their timestamps: ordered by event id, sessions unknown (NULL)."""
+    folder = built["warehouse"].parent
+    events = built["datasets"]["graphs-k2"]["events"]
+    lines = [json.dumps({"user": u, "item": i, "id": eid, "stars": r}) for u, i, _, eid, r in events]
+    random.Random(3).shuffle(lines)  # line order differs from event id order: the event id must win
+    (folder / "untimed.jsonl").write_text("\n".join(lines) + "\n")
+    registry = parse_registry(REGISTRY.format(entries="""  untimed:
+    events:
+      path: untimed.jsonl
+      format: jsonl
+      columns: {user_id: user, item_id: item, event_id: id, rating: stars}
+    settings: {k_core: 2}
+"""), base_dir=folder)
+    with duckdb.connect(str(built["warehouse"])) as con:
+        assert ingest_dataset(con, registry, "untimed").events_quarantined == 0
+    run_dbt(*dbt_build_args(registry.get("untimed")), env={"LLMREC_DUCKDB_PATH": str(built["warehouse"])})
+
+    survivors, _ = kcore_reference([(u, i, eid) for u, i, _, eid, _ in events], 2)
+    by_user: dict[str, list[Event]] = defaultdict(list)
+    for event in sorted(events, key=lambda event: event[3]):  # event id order, whatever the timestamps said
+        if event[3] in survivors:
+            by_user[event[0]].append(event)
+    expected = {user: ([e[1] for e in seq[:-2]], seq[-2][1], seq[-1][1]) for user, seq in by_user.items()
+                if len(seq) >= 3}
+    rows = _query(built, "select user_id, train_item_ids, valid_item_id, test_item_id, n_sessions "
+                         "from marts.user_sequences where dataset = $dataset", "untimed")
+    assert {user: (train, valid, test) for user, train, valid, test, _ in rows} == expected
+    assert {n_sessions for *_, n_sessions in rows} == {None}
+    sessions = _query(built, "select count(*), count(session_id), count(timestamp_s) from marts.interactions "
+                             "where dataset = $dataset", "untimed")
+    assert sessions[0][0] > 0 and sessions[0][1:] == (0, 0)
+    assert _query(built, "select sessions from marts.dataset_stats where dataset = $dataset", "untimed") == [(None,)]

@@ -24,6 +24,7 @@ from orchestration.resources import pipeline_resources
 
 # A registry whose movielens-100k entry points at a log where half the lines are unusable.
 REGISTRY = """
+raw_dir: .
 datasets:
   movielens-100k:
     events:

@@ -1,6 +1,10 @@
 """The main-job command line: runs a job for a partition and prints where the results are."""
 
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -29,6 +33,8 @@ def test_run_prints_results_then_recommend_and_rollback_use_the_index(
     # Publish two index versions of a (small, untrained) SASRec, as the publishing asset would.
     with duckdb.connect(os.environ["LLMREC_DUCKDB_PATH"], read_only=True) as con:
         data = load_sequences(con, "movielens-100k")
+        titles = dict(con.execute("select item_id, title from marts.item_catalog where dataset = 'movielens-100k'")
+                      .fetchall())
     torch.manual_seed(0)
     config = SASRecConfig(hidden_dim=8, n_layers=1, n_heads=1, max_len=20)
     checkpoint = save_checkpoint(tmp_path / "data" / "checkpoints", "movielens-100k", "sasrec",
@@ -37,15 +43,19 @@ def test_run_prints_results_then_recommend_and_rollback_use_the_index(
     for _ in range(2):
         publish_index(indexes, "movielens-100k", data.item_ids, item_vectors(checkpoint.model), data.user_ids,
                       user_vectors(checkpoint.model, data.train),
-                      {"model": "sasrec", "checkpoint_version": checkpoint.version}, verify_users=50)
+                      {"model": "sasrec", "checkpoint_version": checkpoint.version}, verify_users=50,
+                      item_titles=[titles[item] for item in data.item_ids])
     first, second = list_versions(indexes, "movielens-100k")
 
-    assert main(["recommend", "--dataset", "movielens-100k", "--user", data.user_ids[0], "-k", "5"]) == 0
+    # Serving reads only the index version: it answers while another process holds the warehouse's write lock.
+    with _warehouse_locked_by_another_process(os.environ["LLMREC_DUCKDB_PATH"]):
+        assert main(["recommend", "--dataset", "movielens-100k", "--user", data.user_ids[0], "-k", "5"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"top 5 for user {data.user_ids[0]} from index {second} (sasrec):" and len(lines) == 6
-    # Each line: rank, item id, score and the title from the item catalog.
-    assert all(len(line.split(maxsplit=3)) == 4 and line.split()[0] == f"{rank}." for rank, line in
-               enumerate(lines[1:], start=1))
+    # Each line: rank, item id, score and the title from the item catalog, published with the index.
+    for rank, line in enumerate(lines[1:], start=1):
+        position, item, _, title = line.split(maxsplit=3)
+        assert position == f"{rank}." and title == titles[item]
 
     history = data.item_ids[:3]
     assert main(["recommend", "--dataset", "movielens-100k", "--history", *history]) == 0
@@ -60,6 +70,22 @@ def test_run_prints_results_then_recommend_and_rollback_use_the_index(
     assert main(["rollback", "--dataset", "movielens-100k"]) == 0
     assert current_version(indexes, "movielens-100k") == first
     assert f"now at {first}" in capsys.readouterr().out
+
+
+@contextmanager
+def _warehouse_locked_by_another_process(path: str) -> Iterator[None]:
+    """A second Python process holding a read-write DuckDB connection to `path` for the duration."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('locked', "
+         "flush=True); time.sleep(600)", path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(duckdb.IOException, match="lock"):
+            duckdb.connect(path, read_only=True)
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_unknown_dataset_is_refused() -> None:

@@ -7,6 +7,7 @@ from ml.data.registry import parse_registry
 from orchestration.assets.dbt import dbt_build_args, dbt_vars
 
 REGISTRY = """
+raw_dir: .
 datasets:
   shop:
     events:

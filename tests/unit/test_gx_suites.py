@@ -37,6 +37,17 @@ def test_raw_events_suite_flags_nulls_range_and_quarantine_rate() -> None:
     }
 
 
+def test_raw_events_suite_of_a_log_without_timestamps() -> None:
+    """No timestamp mapped: NULL timestamps pass, and a stray timestamp is flagged."""
+    untimed = RawEventThresholds(min_timestamp_s=1_000, max_timestamp_s=2_000, max_quarantine_rate=0.1,
+                                 has_timestamps=False)
+    nulls = _events(timestamp_s=[None, None, None])
+    assert validate_ingested_events(nulls, quarantined_lines=0, thresholds=untimed).success
+    assert not validate_ingested_events(nulls, quarantined_lines=0, thresholds=THRESHOLDS).success
+    stray = validate_ingested_events(_events(timestamp_s=[None, 1_500.0, None]), 0, untimed)
+    assert _failed(stray) == {("expect_column_values_to_be_null", "timestamp_s")}
+
+
 def _interactions(rows: list[tuple]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user_id", "item_id", "split", "sequence_position", "sequence_length", "in_order"])
 

@@ -12,6 +12,7 @@ from ml.data.ingest import IngestError, ingest_dataset
 from ml.data.registry import DatasetRegistry, parse_registry
 
 REGISTRY = """
+raw_dir: .  # the test files sit beside the registry
 default_dataset: broken
 datasets:
   broken:
@@ -59,6 +60,8 @@ EVENT_LINES: list[tuple[bytes, str | None]] = [
     (_event(id=1), None),  # an exact duplicate of line 1: loaded here, removed by dbt staging
     (_event(ts=float("nan"), id=18).replace(b"NaN", b"NaN"), "timestamp_out_of_range"),
     (_event(item="i3", review="fine, with unicode: café", id=19), None),
+    (_event(stars="NaN", id=20), "rating_not_finite"),  # would pass any min_rating if loaded
+    (_event(stars="-Infinity", id=21), "rating_not_finite"),
 ]
 
 ITEM_LINES: list[tuple[bytes, str | None]] = [
@@ -71,11 +74,15 @@ ITEM_LINES: list[tuple[bytes, str | None]] = [
 ]
 
 
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, as Excel and Windows tools write it
+
+
 def _write_inputs(folder: Path) -> DatasetRegistry:
+    # Both files start with a byte-order mark: their first line is still a good one.
     with gzip.open(folder / "events.jsonl.gz", "wb") as handle:
-        handle.write(b"\n".join(line for line, _ in EVENT_LINES) + b"\n")
-    (folder / "items.jsonl").write_bytes(b"\n".join(line for line, _ in ITEM_LINES) + b"\n")
-    with (folder / "clean.csv").open("w", newline="") as handle:
+        handle.write(BOM + b"\n".join(line for line, _ in EVENT_LINES) + b"\n")
+    (folder / "items.jsonl").write_bytes(BOM + b"\n".join(line for line, _ in ITEM_LINES) + b"\n")
+    with (folder / "clean.csv").open("w", newline="", encoding="utf-8-sig") as handle:
         writer = csv.writer(handle)
         writer.writerow(["user_id", "item_id", "timestamp"])
         writer.writerows([["a", "x", 1_500_000_000], ["b", "y", 1_500_000_001]])
@@ -202,3 +209,59 @@ def test_parquet_events_go_through_the_same_rules(tmp_path: Path) -> None:
     assert con.execute("select user_id, timestamp_s from raw.events order by all").fetchall() == [
         ("a", 1_500_000_000.0), ("d", 1_500_000_003.0)]
     assert report.event_lines == 4
+
+
+def test_a_log_without_timestamps_is_ordered_by_event_id_or_line(tmp_path: Path) -> None:
+    """Many public logs have no time: the registry maps none, events load with a NULL timestamp."""
+    (tmp_path / "clean.csv").write_text("user_id,item_id,event_id\na,x,2\na,y,1\nb,x,\n")
+    registry = parse_registry(REGISTRY.replace("item_id: item_id, timestamp: timestamp}", "item_id: item_id}"),
+                              base_dir=tmp_path)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    report = ingest_dataset(con, registry, "clean")
+    assert report.events_loaded == 3 and report.events_quarantined == 0
+    rows = con.execute("select user_id, item_id, timestamp_s, ingest_order from raw.events order by all").fetchall()
+    assert rows == [("a", "x", None, 1), ("a", "y", None, 2), ("b", "x", None, 3)]
+
+
+def test_an_old_warehouse_accepts_timestamp_less_events(tmp_path: Path) -> None:
+    """A warehouse created when timestamp_s was NOT NULL is migrated on the next ingestion."""
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("create schema raw")
+    con.execute("create table raw.events (dataset varchar not null, source_file varchar not null, "
+                "line_number bigint not null, ingest_order bigint not null, event_id bigint, "
+                "user_id varchar not null, item_id varchar not null, event_type varchar, "
+                "timestamp_s double not null, rating double, review_text varchar)")
+    (tmp_path / "clean.csv").write_text("user_id,item_id\na,x\n")
+    registry = parse_registry(REGISTRY.replace("item_id: item_id, timestamp: timestamp}", "item_id: item_id}"),
+                              base_dir=tmp_path)
+    assert ingest_dataset(con, registry, "clean").events_loaded == 1
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "parquet"])
+def test_a_mapped_column_no_line_has_is_an_error_before_anything_is_kept(tmp_path: Path, file_format: str) -> None:
+    """A typo in datasets.yaml names the column instead of quarantining every line."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"user_id": "a", "item_id": "x", "timestamp": 1_500_000_000},
+            {"user_id": "b", "item_id": "y", "timestamp": 1_500_000_001}]
+    if file_format == "jsonl":
+        (tmp_path / "events.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "events.jsonl")
+    typo = REGISTRY.replace("path: clean.csv\n      format: csv", f"path: events.jsonl\n      format: {file_format}")
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    good = parse_registry(typo, base_dir=tmp_path)
+    assert ingest_dataset(con, good, "clean").events_loaded == 2
+    before = _snapshot(con)
+    typo = typo.replace("timestamp: timestamp}", "timestamp: timestmp}")
+    with pytest.raises(IngestError, match="timestmp"):
+        ingest_dataset(con, parse_registry(typo, base_dir=tmp_path), "clean")
+    assert _snapshot(con) == before  # the failed run rolled back; the previous rows stay
+
+
+def test_a_catalog_column_no_line_has_is_an_error(registry: DatasetRegistry, tmp_path: Path) -> None:
+    text = REGISTRY.replace("columns: {item_id: item, title: title, categories: cats}",
+                            "columns: {item_id: item, title: titel, categories: cats}")
+    with pytest.raises(IngestError, match="titel"):
+        ingest_dataset(duckdb.connect(str(tmp_path / "w.duckdb")), parse_registry(text, base_dir=tmp_path), "broken")

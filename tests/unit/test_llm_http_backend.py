@@ -6,11 +6,12 @@ The server is llama-cpp-python's OpenAI-compatible server on the SmolLM2-135M GG
 
 import os
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
-import duckdb
 import pytest
 
+from ml.data.warehouse import open_warehouse
 from ml.llm.local_server import free_port, llama_server
 from ml.llm.weights import packaged_smollm2_gguf
 from ml.profiles.backends import DecodingSettings, OpenAICompatibleBackend
@@ -52,16 +53,17 @@ def test_decoding_is_deterministic(server: str) -> None:
 
 
 def test_runner_respects_the_budget_and_resumes_from_the_cache(server: str, tmp_path: Path) -> None:
-    con = duckdb.connect(str(tmp_path / "profiles.duckdb"))
+    connect = partial(open_warehouse, tmp_path / "profiles.duckdb")
     backend = _backend(server)
     prompts = {item.item_id: build_item_prompt(item, []) for item in ITEMS}
-    first = generate_profiles(con, backend, "beauty", "item", prompts, budget=2, batch_size=1)
+    first = generate_profiles(connect, backend, "beauty", "item", prompts, budget=2, batch_size=1)
     assert (first.generated, first.cached, first.left_for_later) == (2, 0, 2)
-    second = generate_profiles(con, backend, "beauty", "item", prompts, budget=10, batch_size=2)
+    second = generate_profiles(connect, backend, "beauty", "item", prompts, budget=10, batch_size=2)
     assert (second.generated, second.left_for_later) == (4 - first.succeeded, 0)
-    stored = con.execute(f"select count(*), count(*) filter (where status = 'ok') from {PROFILE_TABLE}").fetchone()
+    with connect() as con:
+        stored = con.execute(f"select count(*), count(*) filter (where status = 'ok') from {PROFILE_TABLE}").fetchone()
     assert stored[0] == 4
-    third = generate_profiles(con, backend, "beauty", "item", prompts)
+    third = generate_profiles(connect, backend, "beauty", "item", prompts)
     assert third.generated == 4 - stored[1]  # only failures (if any) are retried
 
 
@@ -69,8 +71,9 @@ def test_an_unreachable_server_gives_per_prompt_errors(tmp_path: Path) -> None:
     backend = OpenAICompatibleBackend(f"http://127.0.0.1:{free_port()}/v1", "none", max_retries=1, backoff_s=0.01)
     [output] = backend.generate([build_item_prompt(ITEMS[0], [])])
     assert output.text is None and "gave up after 2 attempts" in (output.error or "")
-    con = duckdb.connect(str(tmp_path / "profiles.duckdb"))
-    stats = generate_profiles(con, backend, "beauty", "item", {"i1": build_item_prompt(ITEMS[0], [])})
+    connect = partial(open_warehouse, tmp_path / "profiles.duckdb")
+    stats = generate_profiles(connect, backend, "beauty", "item", {"i1": build_item_prompt(ITEMS[0], [])})
     assert (stats.generated, stats.failed) == (1, 1)
-    reason = con.execute(f"select failure_reason from {PROFILE_TABLE}").fetchone()[0]
+    with connect() as con:
+        reason = con.execute(f"select failure_reason from {PROFILE_TABLE}").fetchone()[0]
     assert reason.startswith("request failed: gave up")

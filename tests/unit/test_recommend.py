@@ -132,3 +132,17 @@ def test_recommend_from_an_approximate_index_returns_k_items(tmp_path: Path) -> 
     loaded = load_current(tmp_path, "ds")
     picks = recommend(loaded, history=["i5", "i6"], k=10)
     assert len(picks) == 10 and not {"i5", "i6"} & {pick.item_id for pick in picks}
+
+
+def test_titles_published_with_the_index_come_back_with_the_recommendations(
+    tmp_path: Path, data: dict[str, np.ndarray],
+) -> None:
+    titles = [f"Title {n}" if n % 3 else None for n in range(ITEMS)]  # some items have no title
+    publish_index(tmp_path, "ds", [f"i{n}" for n in range(ITEMS)], data["items"], None, None, {"model": "test"},
+                  IndexConfig(), verify_users=20, item_titles=titles)
+    picks = recommend(load_current(tmp_path, "ds"), history=["i1"], k=20)
+    assert [pick.title for pick in picks] == [titles[int(pick.item_id[1:])] for pick in picks]
+    assert any(pick.title is None for pick in picks) and any(pick.title for pick in picks)
+    with pytest.raises(ValueError, match="titles for"):
+        publish_index(tmp_path, "ds", [f"i{n}" for n in range(ITEMS)], data["items"], None, None, {}, IndexConfig(),
+                      verify_users=20, item_titles=titles[:-1])

@@ -9,6 +9,7 @@ from ml.data.registry import FileFormat, RegistryError, load_registry, parse_reg
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 MINIMAL = """
+raw_dir: logs
 datasets:
   tiny:
     events:
@@ -63,6 +64,7 @@ def test_fingerprint_changes_with_settings(tmp_path: Path) -> None:
         (MINIMAL + "    settings: {k_core: 0}\n", "k_core"),
         (MINIMAL + "    settings: {min_timestamp_s: 10, max_timestamp_s: 5}\n", "min_timestamp_s"),
         ("default_dataset: other\n" + MINIMAL, "default_dataset 'other'"),
+        ("raw_dirs: logs\n" + MINIMAL, "unknown top-level registry keys"),
     ],
 )
 def test_bad_registries_fail_with_a_clear_message(text: str, message: str, tmp_path: Path) -> None:
@@ -78,3 +80,32 @@ def test_missing_registry_file_is_reported(tmp_path: Path) -> None:
 def test_unknown_dataset_names_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="tiny"):
         parse_registry(MINIMAL, base_dir=tmp_path).get("other")
+
+
+def test_a_log_without_timestamps_is_accepted(tmp_path: Path) -> None:
+    registry = parse_registry(MINIMAL.replace(", timestamp: t}", ", event_id: e}"), base_dir=tmp_path)
+    columns = registry.get("tiny").events.columns
+    assert columns.timestamp is None and columns.event_id == "e"
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../../etc/passwd", "../outside.csv", "elsewhere/events.csv"])
+def test_raw_paths_outside_the_raw_folder_are_refused(path: str, tmp_path: Path) -> None:
+    text = MINIMAL.replace("path: logs/events.csv", f"path: {path}")
+    with pytest.raises(RegistryError, match="outside .*allow_paths_outside_raw_dir"):
+        parse_registry(text, base_dir=tmp_path)
+    # An explicit setting lifts the rule.
+    allowed = parse_registry("allow_paths_outside_raw_dir: true\n" + text, base_dir=tmp_path)
+    assert allowed.event_path("tiny") == (tmp_path / path).resolve()
+
+
+def test_a_symlink_out_of_the_raw_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "secret.csv").write_text("u,i,t\n")
+    (tmp_path / "logs" / "events.csv").symlink_to(tmp_path / "secret.csv")
+    with pytest.raises(RegistryError, match="outside"):
+        parse_registry(MINIMAL, base_dir=tmp_path)
+
+
+def test_the_raw_folder_itself_must_be_inside_the_registry_folder(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="raw_dir '..' must be a folder inside"):
+        parse_registry(MINIMAL.replace("raw_dir: logs", "raw_dir: .."), base_dir=tmp_path / "project")

@@ -1,6 +1,7 @@
 {{ config(materialized='incremental') }}
 
-{% set gap_seconds = var('session_gap_minutes') * 60 %}
+{#- Gaps compare in integer milliseconds: exact at the boundary whatever the log's unit (s or ms). -#}
+{% set gap_ms = (var('session_gap_minutes') * 60000) | round | int %}
 
 with interactions as (
 
@@ -8,26 +9,35 @@ with interactions as (
 
 ),
 
+in_ms as (
+
+    -- timestamp_s holds ms logs divided by 1000; rounding back recovers their exact integers.
+    select *, round(timestamp_s * 1000)::bigint as timestamp_ms from interactions
+
+),
+
 with_previous as (
 
     select
         *,
-        lag(timestamp_s) over (
+        lag(timestamp_ms) over (
             partition by user_id order by timestamp_s, event_order, ingest_order
-        ) as previous_timestamp_s
-    from interactions
+        ) as previous_timestamp_ms
+    from in_ms
 
 ),
 
 flagged as (
 
     -- A session starts at a user's first event and after any gap strictly longer than the limit;
-    -- events with equal timestamps always share a session.
+    -- events with equal timestamps always share a session. A log without timestamps has no
+    -- sessions: every session column stays NULL.
     select
         *,
         case
-            when previous_timestamp_s is null then 1
-            when timestamp_s - previous_timestamp_s > {{ gap_seconds }} then 1
+            when timestamp_ms is null then null
+            when previous_timestamp_ms is null then 1
+            when timestamp_ms - previous_timestamp_ms > {{ gap_ms }} then 1
             else 0
         end as is_session_start
     from with_previous
@@ -60,8 +70,9 @@ select
     review_text,
     user_id || '#' || session_number as session_id,
     session_number,
-    row_number() over (
+    case when session_number is not null then row_number() over (
         partition by user_id, session_number order by timestamp_s, event_order, ingest_order
-    ) as position_in_session,
-    count(*) over (partition by user_id, session_number) as session_length
+    ) end as position_in_session,
+    case when session_number is not null then count(*) over (partition by user_id, session_number)
+    end as session_length
 from numbered

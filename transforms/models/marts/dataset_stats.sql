@@ -52,7 +52,7 @@ split as (
         count(*) as n_interactions,
         count(distinct user_id) as n_users,
         count(distinct item_id) as n_items,
-        count(distinct session_id) as n_sessions,
+        nullif(count(distinct session_id), 0) as n_sessions,  -- NULL: a log without timestamps
         count(*) filter (where split = 'train') as n_train,
         count(*) filter (where split = 'valid') as n_valid,
         count(*) filter (where split = 'test') as n_test,

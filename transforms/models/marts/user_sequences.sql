@@ -11,7 +11,8 @@ sequences as (
         user_id,
         list(item_id order by sequence_position) as item_ids,
         list(timestamp_s order by sequence_position) as timestamps_s,
-        count(distinct session_id) as n_sessions
+        -- NULL, not 0, for a log without timestamps (sessions unknown).
+        nullif(count(distinct session_id), 0) as n_sessions
     from interactions
     group by dataset, user_id
 
