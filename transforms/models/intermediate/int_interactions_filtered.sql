@@ -2,7 +2,7 @@
 {% set min_rating = var('min_rating') %}
 
 select *
-from {{ ref('stg_events') }}
+from {{ this_dataset(ref('stg_events')) }}  -- a table of every dataset
 {% if min_rating is not none %}
 where rating >= {{ min_rating }}
 {% endif %}

@@ -21,7 +21,7 @@ quarantine as (
 
 staged as (
 
-    select count(*) as n from {{ ref('stg_events') }}
+    select count(*) as n from {{ this_dataset(ref('stg_events')) }}
 
 ),
 

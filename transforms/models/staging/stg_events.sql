@@ -1,3 +1,11 @@
+{#-
+  A table, not a view: the dedup window (a sort of the whole log) runs once per build instead of
+  once for every model and test that reads staging. Partitioned like the marts: the pre-hook
+  deletes this dataset's rows, then its new rows are appended.
+-#}
+{{ config(materialized='incremental', incremental_strategy='append', full_refresh=false,
+          on_schema_change='fail', pre_hook="{{ delete_dataset_partition() }}") }}
+
 with source as (
 
     select * from {{ source('raw', 'events') }}
