@@ -183,6 +183,7 @@ def draw_random_values(con: duckdb.DuckDBPyConnection, events: int, users: int, 
 def write_registry(workdir: Path) -> Path:
     """Write the workdir's datasets.yaml describing the synthetic dataset; return its path."""
     registry = {
+        "raw_dir": ".",  # the generated files sit beside the registry in the work folder
         "default_dataset": DATASET,
         "datasets": {
             DATASET: {

@@ -189,27 +189,30 @@ def _json_events_sql(columns: EventColumns) -> str:
             values.append(f"fields[{position}] as {name}")
         else:
             values.append(f"null::varchar as {name}")
+    # Two parses per line, not five: json_valid, then one extraction of every mapped field. A valid
+    # document is an object exactly when its first non-blank character is "{" (a text test).
     return f"""
-        with parsed as (
-            select *, case when reason is null and json_valid(raw_text) then raw_text::json end as doc
+        with parsed as materialized (
+            select
+                line_number, ingest_order, raw_text, detail as read_detail, reason as read_reason,
+                reason is null and json_valid(raw_text) as valid,
+                valid and ltrim(raw_text, ' \t\r')[1] = '{{' as is_object,
+                case when is_object then json_extract_string(raw_text, [{", ".join(paths)}]) end as fields
             from _event_lines
-        ),
-        extracted as (
-            select *, json_extract_string(doc, [{", ".join(paths)}]) as fields from parsed
         )
         select
             line_number, ingest_order, raw_text,
             case
-                when reason is not null then reason
-                when doc is null or json_type(doc) <> 'OBJECT' then 'unparseable'
+                when read_reason is not null then read_reason
+                when not is_object then 'unparseable'
             end as reason,
             case
-                when reason is not null then detail
-                when doc is null then 'invalid JSON'
-                when json_type(doc) <> 'OBJECT' then 'JSON value is not an object'
+                when read_reason is not null then read_detail
+                when not valid then 'invalid JSON'
+                when not is_object then 'JSON value is not an object'
             end as detail,
             {", ".join(values)}
-        from extracted
+        from parsed
     """
 
 

@@ -52,6 +52,43 @@ CHUNK_BYTES = 1 << 24
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
+def _decode_lines(raw_lines: list[bytes], max_line_bytes: int) -> tuple[list[str], dict[int, str]]:
+    """The text of each raw line (trailing CR dropped) and why unusable ones are (offset -> reason).
+
+    A chunk with no long line and no bad byte, the common case, is decoded in one call; otherwise
+    each line is decoded on its own so that only the bad ones are marked.
+    """
+    if raw_lines and max(map(len, raw_lines)) <= max_line_bytes:
+        try:
+            text = b"\n".join(raw_lines).decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            texts = text.split("\n")
+            if "\r" in text:
+                texts = [line[:-1] if line.endswith("\r") else line for line in texts]
+            return texts, {offset: "empty_line" for offset, line in enumerate(texts) if not line or line.isspace()}
+    texts: list[str] = []
+    reasons: dict[int, str] = {}
+    for raw in raw_lines:
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if len(raw) > max_line_bytes:
+            reasons[len(texts)] = "line_too_long"
+            texts.append(_visible_text(raw[:QUARANTINE_TEXT_CHARS]))
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            reasons[len(texts)] = "invalid_utf8"
+            line = _visible_text(raw[:QUARANTINE_TEXT_CHARS])
+        else:
+            if not line or line.isspace():
+                reasons[len(texts)] = "empty_line"
+        texts.append(line)
+    return texts, reasons
+
+
 def iter_line_batches(path: Path, max_line_bytes: int, batch_lines: int) -> Iterator[LineBatch]:
     """Every physical line, in batches, read in large chunks: the one line reader of every text format.
 
@@ -76,26 +113,16 @@ def iter_line_batches(path: Path, max_line_bytes: int, batch_lines: int) -> Iter
                 pending = raw_lines.pop()
             else:
                 raw_lines = [data] if data else []
-            for raw in raw_lines:
-                if raw.endswith(b"\r"):
-                    raw = raw[:-1]
-                if len(raw) > max_line_bytes:
-                    reasons[len(texts)] = "line_too_long"
-                    texts.append(_visible_text(raw[:QUARANTINE_TEXT_CHARS]))
-                else:
-                    try:
-                        text = raw.decode("utf-8")
-                    except UnicodeDecodeError:
-                        reasons[len(texts)] = "invalid_utf8"
-                        text = _visible_text(raw[:QUARANTINE_TEXT_CHARS])
-                    else:
-                        if not text or text.isspace():
-                            reasons[len(texts)] = "empty_line"
-                    texts.append(text)
-                if len(texts) == batch_lines:
-                    yield LineBatch(first_line, texts, reasons)
-                    first_line += len(texts)
-                    texts, reasons = [], {}
+            chunk_texts, chunk_reasons = _decode_lines(raw_lines, max_line_bytes)
+            reasons.update({len(texts) + offset: reason for offset, reason in chunk_reasons.items()})
+            texts.extend(chunk_texts)
+            while len(texts) >= batch_lines:
+                yield LineBatch(first_line, texts[:batch_lines],
+                                {offset: reason for offset, reason in reasons.items() if offset < batch_lines})
+                first_line += batch_lines
+                texts = texts[batch_lines:]
+                reasons = {offset - batch_lines: reason for offset, reason in reasons.items()
+                           if offset >= batch_lines}
             if not chunk:
                 break
     if texts:
