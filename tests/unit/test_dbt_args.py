@@ -20,7 +20,10 @@ datasets:
 
 def test_partition_settings_become_dbt_vars(tmp_path: Path) -> None:
     dataset = parse_registry(REGISTRY, base_dir=tmp_path).get("shop")
-    assert dbt_vars(dataset) == {"dataset": "shop", "k_core": 10, "session_gap_minutes": 45.0, "min_rating": 4.0}
+    assert dbt_vars(dataset) == {"dataset": "shop", "k_core": 10, "session_gap_minutes": 45.0, "min_rating": 4.0,
+                                 "has_timestamps": True}
+    untimed = parse_registry(REGISTRY.replace("timestamp: t, ", ""), base_dir=tmp_path).get("shop")
+    assert dbt_vars(untimed)["has_timestamps"] is False
 
 
 def test_build_args_pass_the_vars_as_json(tmp_path: Path) -> None:
