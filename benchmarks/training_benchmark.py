@@ -127,7 +127,9 @@ def _train(spec: RunSpec, data: SequenceData, preset: str) -> tuple[torch.nn.Mod
         result = train_content_sasrec(data, _content(data, config.content), config.content_sasrec())
     else:
         result = train_learn(data, _content(data, config.content), config.learn())
-    return result.model, result.history, {**config.model_dump(), "best_epoch": result.best_epoch}
+    return result.model, result.history, {**config.model_dump(), "best_epoch": result.best_epoch,
+                                          **{key: value for key, value in getattr(result, "extra", {}).items()
+                                             if key == "popularity_beta"}}
 
 
 def _slices(ranks: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:

@@ -155,7 +155,11 @@ def _rebuild(payload: dict[str, Any]) -> TrainedModule:
         model = EAGER(n_items, streams, EAGERConfig(**payload["config"]))
     else:
         raise ValueError(f"unknown model kind {kind!r} in checkpoint")
-    model.load_state_dict(payload["state_dict"])
+    state = dict(payload["state_dict"])
+    if isinstance(model, SASRec) and "item_bias" not in state:
+        # Written before the popularity adjustment existed: those models served raw scores, a zero bias.
+        state["item_bias"] = torch.zeros_like(model.item_bias)
+    model.load_state_dict(state)
     return model.eval()
 
 
@@ -183,19 +187,38 @@ def supports_retrieval(model: TrainedModule) -> bool:
     return isinstance(model, SASRec | LEARN)
 
 
+def _served_bias(model: SASRec | LEARN) -> torch.Tensor | None:
+    """The per-item score offset the model serves (a popularity adjustment); None for plain dot products."""
+    return model.item_bias if isinstance(model, SASRec) and model.has_item_bias() else None
+
+
 @torch.no_grad()
-def item_vectors(model: SASRec | LEARN) -> np.ndarray:
-    """(n_items, dim) float32 inference item vectors; row j is item index j + 1."""
+def item_vectors(model: SASRec | LEARN, served: bool = True) -> np.ndarray:
+    """(n_items, dim) float32 inference item vectors; row j is item index j + 1.
+
+    With `served` and a popularity adjustment set, each row ends with the item's score offset (one
+    column more than the model width), so an inner-product index ranks exactly as `model.score`;
+    `served=False` gives the learned item table alone (e.g. for the behaviour codes).
+    """
     model.eval()
-    return model.catalogue_matrix().cpu().numpy().astype(np.float32)
+    vectors = model.catalogue_matrix()
+    bias = _served_bias(model) if served else None
+    if bias is not None:
+        vectors = torch.cat([vectors, bias[1:].unsqueeze(1)], dim=1)
+    return vectors.cpu().numpy().astype(np.float32)
 
 
 @torch.no_grad()
 def user_vectors(model: SASRec | LEARN, histories: Sequence[np.ndarray], batch_size: int = 1024) -> np.ndarray:
-    """(n_users, dim) float32 query vectors, one per (non-empty) history of item indices."""
+    """(n_users, dim) float32 query vectors, one per (non-empty) history of item indices (`item_vectors`' width)."""
     model.eval()
-    chunks = [model.user_embedding(histories[start : start + batch_size]).cpu().numpy()
-              for start in range(0, len(histories), batch_size)]
+    with_bias = _served_bias(model) is not None
+    chunks = []
+    for start in range(0, len(histories), batch_size):
+        vectors = model.user_embedding(histories[start : start + batch_size])
+        if with_bias:  # the constant 1 that multiplies each item's offset column
+            vectors = torch.cat([vectors, torch.ones(len(vectors), 1, device=vectors.device)], dim=1)
+        chunks.append(vectors.cpu().numpy())
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
 
 

@@ -25,6 +25,13 @@ table changes. With `fusion`:
   for short-history users is left out (the issue asks for the item side; it needs a
   user-similarity index of its own).
 
+Served scores: by default (`popularity_adjustment="balanced"`) the trained model serves its scores
+minus beta x log(1 + the item's training count), beta chosen on validation by
+`ml/train/popularity_adjustment.py` (Menon et al.'s post-hoc logit adjustment; beta = 0 is in the grid).
+Full softmax teaches every model the items' popularity; the adjustment hands part of it back to the
+long tail that the content exists for. The plain SASRec keeps raw scores unless asked (it is the fixed
+ID-only reference); the benchmark reports both with and without.
+
 Choices the papers leave open, and what we do: W starts from N(0, 0.02) like every other weight, so
 with unit-norm content (384-d MiniLM) the content term starts at the ID rows' scale (component std
 about 0.02) rather than dominating them; no bias, so the padding row stays exactly zero; the
@@ -42,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ml.models.sasrec import SASRec, SASRecConfig
+from ml.models.sasrec import PopularityAdjustment, SASRec, SASRecConfig
 
 Fusion = Literal["hybrid", "content", "init", "dual"]
 
@@ -53,6 +60,9 @@ class ContentSASRecConfig(SASRecConfig):
 
     fusion: Fusion = "hybrid"
     content_init_std: float = 0.02  # std of W's init (hybrid/content) and of the PCA table (init)
+    # The LLM-enhanced model exists for the long tail: serve it with the popularity adjustment that the
+    # balanced validation criterion picks (`ml/train/popularity_adjustment.py`; beta = 0 stays possible).
+    popularity_adjustment: PopularityAdjustment = "balanced"
 
     def __post_init__(self) -> None:
         super().__post_init__()

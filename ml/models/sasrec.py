@@ -20,6 +20,8 @@ Choices the paper leaves open, and what we do:
 - Defaults are the recipe of a careful plain SASRec-CE that reaches test R@10 0.085 / N@10 0.042 on
   the Beauty split (1 head, dropout 0.5, Adam at a constant 2e-3, batches of 256 users, validation
   every 2 epochs, patience 5 validations); `max_steps` bounds it for quick runs.
+- `score()` adds `item_bias`, zero unless a post-hoc popularity adjustment is set after training
+  (`ml/train/popularity_adjustment.py`); the training loss never sees it.
 - The item table is read through `item_table()`, so a subclass (`ml/models/content_sasrec.py`) can
   build it from content without touching the sequence encoder.
 """
@@ -43,6 +45,10 @@ LossWeighting = Literal["position", "batch_mean"]
 # "users": batch_size users per batch; "positions": about batch_size x (mean positions per user) real
 # positions per batch, short sequences in wide batches and long ones in narrow ones (token budget).
 Batching = Literal["users", "positions"]
+# After training: "none" serves the raw scores; "balanced" subtracts beta x log(1 + training count) from every
+# item's score, beta chosen on validation (`ml/train/popularity_adjustment.py`).
+PopularityAdjustment = Literal["none", "balanced"]
+DEFAULT_POPULARITY_BETAS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
 @dataclass(frozen=True)
@@ -77,8 +83,13 @@ class SASRecConfig:
     eval_every_steps: int | None = None  # when set, validate every ceil(this / steps per epoch) epochs instead
     seed: int = 0
     device: str = "auto"  # 'auto' = cuda when available, else cpu
+    # The plain SASRec is the fixed ID-only reference (issue 11): raw scores unless asked otherwise.
+    popularity_adjustment: PopularityAdjustment = "none"
+    popularity_betas: tuple[float, ...] = DEFAULT_POPULARITY_BETAS  # the grid "balanced" chooses from
 
     def __post_init__(self) -> None:
+        # A config read back from JSON (checkpoint manifests, MLflow params) holds a list.
+        object.__setattr__(self, "popularity_betas", tuple(float(beta) for beta in self.popularity_betas))
         for name in ("hidden_dim", "n_layers", "n_heads", "max_len", "batch_size", "bucket_batches",
                      "eval_batch_size", "max_epochs", "patience", "eval_every", "max_steps", "eval_every_steps"):
             value = getattr(self, name)
@@ -96,6 +107,12 @@ class SASRecConfig:
             raise ValueError(f"loss_weighting must be one of {get_args(LossWeighting)}, got {self.loss_weighting!r}")
         if self.warmup_steps < 0:
             raise ValueError("warmup_steps must be >= 0")
+        if self.popularity_adjustment not in get_args(PopularityAdjustment):
+            raise ValueError(f"popularity_adjustment must be one of {get_args(PopularityAdjustment)}, "
+                             f"got {self.popularity_adjustment!r}")
+        if not self.popularity_betas or any(not np.isfinite(beta) or beta < 0 for beta in self.popularity_betas):
+            raise ValueError(f"popularity_betas must be a non-empty grid of finite values >= 0, "
+                             f"got {self.popularity_betas}")
 
 
 def left_pad(histories: Sequence[np.ndarray], max_len: int) -> torch.Tensor:
@@ -142,6 +159,9 @@ class SASRec(nn.Module):
         nn.init.normal_(self.position_embedding.weight, std=0.02)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
+        # Added to every item's score at inference (never in the training loss): -beta x log(1 + training
+        # count) once a popularity adjustment is set, zero otherwise. A buffer, so checkpoints carry it.
+        self.register_buffer("item_bias", torch.zeros(n_items + 1))
 
     @property
     def device(self) -> torch.device:
@@ -196,6 +216,21 @@ class SASRec(nn.Module):
         """(n_items, hidden_dim) item vectors; row j is item index j + 1 (the padding row is dropped)."""
         return self.item_table()[1:]
 
+    def set_popularity_adjustment(self, train_counts: np.ndarray, beta: float) -> None:
+        """Serve scores minus beta x log(1 + the item's training count) (Menon et al.'s post-hoc logit adjustment)."""
+        counts = np.asarray(train_counts, dtype=np.float64)
+        if counts.shape != (self.n_items + 1,) or (counts < 0).any():
+            raise ValueError(f"need ({self.n_items + 1},) non-negative training counts, got shape {counts.shape}")
+        if not np.isfinite(beta) or beta < 0:
+            raise ValueError(f"beta must be finite and >= 0, got {beta}")
+        bias = torch.as_tensor(-beta * np.log1p(counts), dtype=self.item_bias.dtype, device=self.item_bias.device)
+        bias[0] = 0.0  # padding is never ranked
+        self.item_bias.copy_(bias)
+
+    def has_item_bias(self) -> bool:
+        """Whether a popularity adjustment is set (the served score is not a plain dot product)."""
+        return bool(self.item_bias.any())
+
     @torch.no_grad()
     def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         """(batch, n_items + 1) scores of the next item after each history (column 0 = padding), in eval mode."""
@@ -203,6 +238,7 @@ class SASRec(nn.Module):
         self.eval()
         try:
             table = self.item_table()
-            return self.encode(left_pad(histories, self.max_len).to(self.device), table)[:, -1] @ table.T
+            hidden = self.encode(left_pad(histories, self.max_len).to(self.device), table)[:, -1]
+            return hidden @ table.T + self.item_bias
         finally:
             self.train(was_training)

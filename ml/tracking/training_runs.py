@@ -44,9 +44,9 @@ class TrainingOutcome:
 
     @classmethod
     def of(cls, result: Any, extra: dict[str, Any] | None = None) -> TrainingOutcome:
-        """The outcome of a trainer's result (model, config, best_epoch, best_valid, history), plus `extra` facts."""
+        """The outcome of a trainer's result (model, config, best_epoch, best_valid, history, extra?), plus `extra`."""
         return cls(result.model, result.config, result.best_epoch, result.best_valid, result.history,
-                   extra=dict(extra or {}))
+                   extra={**getattr(result, "extra", {}), **(extra or {})})
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,9 @@ def track_training(
         outcome = train(on_epoch)
         log_metrics(place.store, run_id, outcome.best_valid, prefix="best_valid_")
         log_metrics(place.store, run_id, {"best_epoch": outcome.best_epoch, "epochs_run": len(outcome.history)})
+        # Scalar facts of the outcome (e.g. the chosen popularity beta) are metrics too, so runs can be compared.
+        log_metrics(place.store, run_id, {key: float(value) for key, value in outcome.extra.items()
+                                          if isinstance(value, int | float) and not isinstance(value, bool)})
         model_uri = log_model(place.store, run_id, outcome.model)
         curve = None
         if outcome.history:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from ml.encoders.device import resolve_device
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.models.sasrec import SASRec, SASRecConfig
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
+from ml.train.popularity_adjustment import choose_popularity_adjustment
 from ml.train.schedules import constant_schedule, cosine_schedule
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class SASRecResult:
     best_epoch: int
     best_valid: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # facts for the checkpoint manifest (popularity adjustment)
 
     def item_embeddings(self) -> np.ndarray:
         """(n_items, hidden_dim) float32 item embeddings; row i is item index i + 1 (padding row dropped)."""
@@ -218,5 +221,14 @@ def train_sequence_model(
 
     outcome = fit_with_early_stopping(model, train_epoch, validate, budget.max_epochs, config.patience,
                                       budget.eval_every, on_epoch, name=name)
-    return SASRecResult(model=model, config=config, best_epoch=outcome.best_epoch, best_valid=outcome.best_valid,
-                        history=outcome.history)
+    best_valid, extra = outcome.best_valid, {}
+    if config.popularity_adjustment == "balanced":
+        choice = choose_popularity_adjustment(model, data, config.popularity_betas, config.eval_batch_size)
+        # The served model is the adjusted one: its validation metrics are what model selection compares.
+        best_valid = choice.valid
+        extra = {"popularity_beta": choice.beta, "valid_unadjusted": outcome.best_valid,
+                 "balanced_valid_ndcg@10": {f"{beta:g}": round(value, 6) for beta, value in choice.balanced.items()}}
+        logger.info("%s: popularity adjustment beta %g (balanced validation NDCG@10 %.5f, unadjusted %.5f)",
+                    name, choice.beta, choice.balanced[choice.beta], choice.balanced[min(choice.balanced)])
+    return SASRecResult(model=model, config=config, best_epoch=outcome.best_epoch, best_valid=best_valid,
+                        history=outcome.history, extra=extra)

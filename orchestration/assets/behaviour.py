@@ -25,7 +25,7 @@ def behaviour_embeddings(context: dg.AssetExecutionContext, artifacts: ArtifactS
     checkpoint = load_checkpoint(artifacts.checkpoints_root(), dataset, SASREC)
     if not isinstance(checkpoint.model, SASRec):
         raise TypeError(f"{checkpoint.path} holds a {checkpoint.kind} model, not SASRec")
-    vectors = item_vectors(checkpoint.model)
+    vectors = item_vectors(checkpoint.model, served=False)  # the learned table, no score offset
     model_id = f"sasrec:{checkpoint.version}"
     folder = write_embeddings(artifacts.embeddings_root(), dataset, ITEM_BEHAVIOUR, checkpoint.item_ids, vectors,
                               model_id)

@@ -24,7 +24,14 @@ from ml.evaluate.report import png_markdown
 from ml.models.content_sasrec import ContentSASRecConfig, Fusion
 from ml.models.learn import LEARNConfig, TargetSpan
 from ml.models.popularity import PopularityModel
-from ml.models.sasrec import Batching, LossWeighting, LRSchedule, SASRecConfig
+from ml.models.sasrec import (
+    DEFAULT_POPULARITY_BETAS,
+    Batching,
+    LossWeighting,
+    LRSchedule,
+    PopularityAdjustment,
+    SASRecConfig,
+)
 from ml.tracking.training_runs import RunPlace, TrainingOutcome, track_training
 from ml.train.content_sasrec_training import train_content_sasrec
 from ml.train.early_stopping import EpochCallback
@@ -85,6 +92,11 @@ class SASRecTrainingConfig(dg.Config):
     patience: int = Field(default=5, description="Validations in a row without a better NDCG@10 before stopping.")
     seed: int = 0
     device: str = "auto"
+    popularity_adjustment: PopularityAdjustment = Field(
+        default="none", description="none = serve raw scores (the ID-only reference); balanced = subtract "
+        "beta x log(1 + training count), beta chosen on balanced validation NDCG@10 (all and long-tail users).")
+    popularity_betas: list[float] = Field(default=list(DEFAULT_POPULARITY_BETAS),
+                                          description="The grid `balanced` chooses beta from (0 = no adjustment).")
 
     def sasrec(self) -> SASRecConfig:
         """The equivalent library config."""
@@ -101,6 +113,9 @@ class ContentSASRecTrainingConfig(SASRecTrainingConfig):
                            "init = ID table initialised from the content's PCA; dual = LLM-ESR's two views "
                            "(PCA-initialised ID | W content) through one shared encoder, scores summed.")
     content_init_std: float = 0.02
+    popularity_adjustment: PopularityAdjustment = Field(
+        default="balanced", description="balanced = subtract beta x log(1 + training count) from the scores, "
+        "beta chosen on balanced validation NDCG@10 (all and long-tail users; 0 possible); none = raw scores.")
     # The quick preset's LLM-enhanced model gets the larger share of the cold `make run` budget: it is the
     # one selected, and it peaks near 1,600 steps (epoch 18 of token-budget batches) on amazon-beauty.
     max_steps: int | None = Field(default=1600, description="Optimizer-step budget (about 18 Beauty epochs; "

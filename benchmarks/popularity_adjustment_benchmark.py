@@ -1,0 +1,110 @@
+"""The popularity adjustment's frontier on trained checkpoints: every beta's validation and test figures.
+
+Reads what the pipeline wrote (the warehouse split and the CURRENT checkpoints of the named SASRec-family
+models, e.g. after `make run PRESET=converged`), applies the rule of `ml/train/popularity_adjustment.py`
+on validation (the beta it would choose), then scores test for every beta of the grid under both
+protocols with the long-tail and cold-item slices, so the trade-off is visible, not only the chosen
+point. No retraining: the adjustment is post-hoc, so a checkpoint trained without it is scored exactly
+as the same training run with it would serve. Nothing is written to the pipeline's stores.
+
+    .venv/bin/python -m benchmarks.popularity_adjustment_benchmark --models sasrec content_sasrec
+"""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import torch
+
+from benchmarks.training_benchmark import SLICES, _warehouse_path
+from ml.data.sequences import load_sequences
+from ml.evaluate.ranking import evaluate_model, evaluate_protocols
+from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
+from ml.models.checkpoints import load_checkpoint
+from ml.models.sasrec import DEFAULT_POPULARITY_BETAS, SASRec
+from ml.train.popularity_adjustment import balanced_score, choose_popularity_adjustment
+from orchestration.resources import data_dir
+
+logger = logging.getLogger("benchmarks.popularity_adjustment")
+
+
+def frontier(model: SASRec, data: Any, betas: list[float]) -> list[dict[str, Any]]:
+    """One record per beta: validation (all, long tail, balanced) and test under both protocols with slices."""
+    counts = item_train_counts(data.train, data.n_items)
+    valid_histories, valid_targets = data.history("valid")
+    test_histories, test_targets = data.history("test")
+    valid_tail = slice_masks(valid_histories, valid_targets, counts, SliceConfig())["long_tail_items"]
+    test_masks = slice_masks(test_histories, test_targets, counts, SliceConfig())
+    records = []
+    for beta in betas:
+        model.set_popularity_adjustment(counts, beta)
+        valid = evaluate_model(model.score, valid_histories, valid_targets)
+        tail = slice_metrics(valid.ranks, {"tail": valid_tail})["tail"].get("ndcg@10")
+        test = evaluate_protocols(model.score, test_histories, test_targets)
+        records.append({
+            "beta": beta, "valid": valid.metrics, "valid_long_tail_ndcg@10": tail,
+            "balanced_valid_ndcg@10": balanced_score(valid.metrics["ndcg@10"], tail),
+            "test": test[False].metrics, "test_history_masked": test[True].metrics,
+            "slices": {k: v for k, v in slice_metrics(test[False].ranks, test_masks).items() if k in SLICES},
+            "slices_history_masked": {k: v for k, v in slice_metrics(test[True].ranks, test_masks).items()
+                                      if k in SLICES},
+        })
+    return records
+
+
+def table(name: str, chosen: float, records: list[dict[str, Any]]) -> str:
+    """Markdown rows: beta, balanced validation NDCG@10, test ranked / removed, long-tail and cold R@10."""
+    lines = [f"{name} (chosen beta {chosen:g})", "",
+             "| beta | valid N@10 all / long tail / balanced | test R@10 / N@10 ranked | removed | "
+             "long-tail R@10 ranked (removed) | cold R@10 ranked (removed) | head R@10 |",
+             "|---|---|---|---|---|---|---|"]
+    for r in records:
+        mark = " (chosen)" if r["beta"] == chosen else ""
+        sl, slm = r["slices"], r["slices_history_masked"]
+        lines.append(
+            f"| {r['beta']:g}{mark} | {r['valid']['ndcg@10']:.4f} / {r['valid_long_tail_ndcg@10']:.4f} / "
+            f"{r['balanced_valid_ndcg@10']:.5f} | {r['test']['recall@10']:.4f} / {r['test']['ndcg@10']:.4f} | "
+            f"{r['test_history_masked']['recall@10']:.4f} / {r['test_history_masked']['ndcg@10']:.4f} | "
+            f"{sl['long_tail_items']['recall@10']:.4f} ({slm['long_tail_items']['recall@10']:.4f}) | "
+            f"{sl['cold_items'].get('recall@10', float('nan')):.4f} "
+            f"({slm['cold_items'].get('recall@10', float('nan')):.4f}) | {sl['head_items']['recall@10']:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Score the frontier of each named checkpoint; print tables, optionally append JSON lines."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="amazon-beauty")
+    parser.add_argument("--models", nargs="+", default=["sasrec", "content_sasrec"])
+    parser.add_argument("--betas", type=float, nargs="+", default=list(DEFAULT_POPULARITY_BETAS))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--out", type=Path, default=None, help="append one JSON line per model to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with duckdb.connect(_warehouse_path(), read_only=True) as con:
+        data = load_sequences(con, args.dataset)
+    for name in args.models:
+        checkpoint = load_checkpoint(data_dir() / "checkpoints", args.dataset, name)
+        if not isinstance(checkpoint.model, SASRec):
+            raise SystemExit(f"{name} is a {checkpoint.kind} checkpoint: the adjustment is for SASRec-family models")
+        if checkpoint.item_ids != data.item_ids:
+            raise SystemExit(f"{name} {checkpoint.version} was trained on another vocabulary than the warehouse's")
+        chosen = choose_popularity_adjustment(checkpoint.model, data, args.betas).beta
+        records = frontier(checkpoint.model, data, args.betas)
+        print(table(f"{name} {checkpoint.version} ({checkpoint.kind}, best epoch "
+                    f"{checkpoint.manifest['info'].get('best_epoch')})", chosen, records) + "\n", flush=True)
+        if args.out:
+            with args.out.open("a") as out:
+                out.write(json.dumps({"dataset": args.dataset, "model": name, "checkpoint": checkpoint.version,
+                                      "chosen_beta": chosen, "frontier": records}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

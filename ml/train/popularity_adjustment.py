@@ -1,0 +1,87 @@
+"""Choose a post-hoc popularity adjustment for a trained SASRec-family model, on validation only.
+
+A full-softmax model learns the items' popularity into their scores (the head items' vectors grow
+long), which is right for the average user and costs the long tail. Menon et al. (ICLR 2021,
+*Long-tail learning via logit adjustment*) correct it after training: score(u, i) - beta x log prior(i).
+Here the prior is the item's training count (log(1 + count), so an item never seen in training keeps
+a finite score), and one model serves any beta without retraining.
+
+Which beta is a product decision the paper leaves open. We choose the beta of a grid that maximises
+the *balanced* validation NDCG@10: the mean of NDCG@10 over all validation users and over the users
+whose target is a long-tail item (outside the top 20% by training count, `ml/evaluate/slices.py`),
+so the head and the tail count the same, as in Menon et al.'s balanced error. Ties go to the smaller
+beta; beta = 0 (the raw scores) is always in the grid, so the rule can always decline to adjust. The
+test split is never read. The history-ranked protocol is the one scored, as in epoch selection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ml.data.sequences import SequenceData
+from ml.evaluate.ranking import evaluate_model
+from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
+from ml.models.sasrec import SASRec, left_pad
+
+logger = logging.getLogger(__name__)
+
+CRITERION = "ndcg@10"
+
+
+@dataclass(frozen=True)
+class PopularityChoice:
+    """The chosen beta, every beta's balanced validation NDCG@10, and the chosen beta's validation metrics."""
+
+    beta: float
+    balanced: dict[float, float]
+    valid: dict[str, float]
+
+
+def balanced_score(all_users: float, long_tail: float | None) -> float:
+    """Mean of the all-users and long-tail-users metric; the all-users one alone when no target is long-tail."""
+    return all_users if long_tail is None else (all_users + long_tail) / 2.0
+
+
+@torch.no_grad()
+def choose_popularity_adjustment(
+    model: SASRec, data: SequenceData, betas: Sequence[float], batch_size: int = 1024,
+    slices: SliceConfig | None = None,
+) -> PopularityChoice:
+    """Set on `model` the beta of `betas` with the best balanced validation NDCG@10 (module doc); return the choice."""
+    if not betas:
+        raise ValueError("need at least one beta to choose from")
+    counts = item_train_counts(data.train, data.n_items)
+    histories, targets = data.history("valid")
+    long_tail = slice_masks(histories, targets, counts, slices or SliceConfig())["long_tail_items"]
+    model.eval()
+    # The encoder does not depend on beta: encode every validation user once, then only re-add the bias.
+    table = model.item_table()
+    # The evaluator hands back the same history objects it was given (in its own order): find their rows by identity.
+    rows = {id(history): row for row, history in enumerate(histories)}
+    states = torch.cat([model.encode(left_pad(histories[start : start + batch_size], model.max_len)
+                                     .to(model.device), table)[:, -1]
+                        for start in range(0, len(histories), batch_size)])
+    balanced: dict[float, float] = {}
+    metrics: dict[float, dict[str, float]] = {}
+    for beta in sorted({float(beta) for beta in betas}):
+        model.set_popularity_adjustment(counts, beta)
+
+        def score(batch: list[np.ndarray]) -> torch.Tensor:
+            picked = torch.as_tensor([rows[id(history)] for history in batch], device=states.device)
+            return states[picked] @ table.T + model.item_bias
+
+        result = evaluate_model(score, histories, targets, batch_size)
+        tail = slice_metrics(result.ranks, {"long_tail": long_tail})["long_tail"].get(CRITERION)
+        balanced[beta] = balanced_score(result.metrics[CRITERION], tail)
+        metrics[beta] = result.metrics
+        logger.info("popularity beta %.3f: valid %s %.5f, long-tail %s, balanced %.5f", beta, CRITERION,
+                    result.metrics[CRITERION], "none" if tail is None else f"{tail:.5f}", balanced[beta])
+    best = max(balanced, key=lambda beta: (balanced[beta], -beta))  # ties: the smaller adjustment
+    model.set_popularity_adjustment(counts, best)
+    return PopularityChoice(beta=best, balanced=balanced, valid=metrics[best])
+
