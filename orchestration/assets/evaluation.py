@@ -153,7 +153,9 @@ def model_evaluation(
             model=name, valid=valid.metrics, test=test.metrics, slices=slices, test_ranks=test.ranks,
             extra={"checkpoint_version": checkpoint.version, "mlflow_run_id": run_id,
                    "mlflow_model_uri": info["mlflow_model_uri"], "best_epoch": info["best_epoch"],
-                   other_key: other.metrics},
+                   other_key: other.metrics,
+                   # The served scores' popularity adjustment (SASRec family; absent = raw scores).
+                   **({"popularity_beta": info["popularity_beta"]} if "popularity_beta" in info else {})},
         ))
         if supports_retrieval(model):
             retrieval_models.append(name)
