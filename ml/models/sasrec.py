@@ -86,6 +86,9 @@ class SASRecConfig:
     # The plain SASRec is the fixed ID-only reference (issue 11): raw scores unless asked otherwise.
     popularity_adjustment: PopularityAdjustment = "none"
     popularity_betas: tuple[float, ...] = DEFAULT_POPULARITY_BETAS  # the grid "balanced" chooses from
+    # Menon et al.'s logit-adjusted loss: the training softmax sees score + tau x log(1 + training count), the
+    # served score does not, so the model learns scores with that much popularity taken out. 0 = plain softmax.
+    train_logit_adjustment: float = 0.0
 
     def __post_init__(self) -> None:
         # A config read back from JSON (checkpoint manifests, MLflow params) holds a list.
@@ -107,6 +110,8 @@ class SASRecConfig:
             raise ValueError(f"loss_weighting must be one of {get_args(LossWeighting)}, got {self.loss_weighting!r}")
         if self.warmup_steps < 0:
             raise ValueError("warmup_steps must be >= 0")
+        if not np.isfinite(self.train_logit_adjustment) or self.train_logit_adjustment < 0:
+            raise ValueError(f"train_logit_adjustment must be finite and >= 0, got {self.train_logit_adjustment}")
         if self.popularity_adjustment not in get_args(PopularityAdjustment):
             raise ValueError(f"popularity_adjustment must be one of {get_args(PopularityAdjustment)}, "
                              f"got {self.popularity_adjustment!r}")

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from ml.data.sequences import SequenceData
 from ml.encoders.device import resolve_device
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
+from ml.evaluate.slices import item_train_counts
 from ml.models.sasrec import SASRec, SASRecConfig
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
 from ml.train.popularity_adjustment import choose_popularity_adjustment
@@ -127,12 +128,14 @@ def batches_per_epoch(n_rows: int, batch_size: int, bucket_batches: int = 32) ->
 
 
 def batch_loss(
-    model: SASRec, inputs: torch.Tensor, targets: torch.Tensor, positions_per_batch: float
+    model: SASRec, inputs: torch.Tensor, targets: torch.Tensor, positions_per_batch: float,
+    logit_offset: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(summed cross-entropy of the batch's real positions / positions_per_batch, number of real positions).
 
     Dividing by the epoch's mean positions per batch rather than this batch's own count weights every
-    real position of the epoch the same, however the batches were cut.
+    real position of the epoch the same, however the batches were cut. `logit_offset` (n_items,) is added
+    to the training logits only (a logit-adjusted loss).
     """
     # Drop the columns that are padding in every row of this batch (outputs do not depend on them).
     width = max(1, int((targets != 0).sum(dim=1).max()))
@@ -140,7 +143,10 @@ def batch_loss(
     real = targets != 0
     table = model.item_table()  # built once per batch (a content-fused table is a matrix product)
     hidden = model.encode(inputs, table)[real]
-    summed = F.cross_entropy(model.item_logits(hidden, table), targets[real] - 1, reduction="sum")
+    logits = model.item_logits(hidden, table)
+    if logit_offset is not None:
+        logits = logits + logit_offset
+    summed = F.cross_entropy(logits, targets[real] - 1, reduction="sum")
     return summed / positions_per_batch, int(real.sum())
 
 
@@ -152,6 +158,7 @@ def _train_epoch(
     config: SASRecConfig,
     generator: torch.Generator,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    logit_offset: torch.Tensor | None = None,
 ) -> float:
     """One pass over the shuffled training sequences; returns the mean loss per predicted position."""
     model.train()
@@ -161,7 +168,7 @@ def _train_epoch(
     total_loss, total_positions = 0.0, 0
     for rows in batches:
         divisor = positions_per_batch if config.loss_weighting == "position" else float(lengths[rows].sum())
-        loss, positions = batch_loss(model, inputs[rows], targets[rows], divisor)
+        loss, positions = batch_loss(model, inputs[rows], targets[rows], divisor, logit_offset)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -212,8 +219,14 @@ def train_sequence_model(
         int((targets != 0).sum()), steps_per_epoch, budget.max_epochs, budget.eval_every, device,
     )
 
+    logit_offset = None
+    if config.train_logit_adjustment > 0:
+        counts = item_train_counts(data.train, data.n_items)[1:]
+        logit_offset = (config.train_logit_adjustment * torch.log1p(torch.as_tensor(counts, dtype=torch.float32))
+                        ).to(device)
+
     def train_epoch() -> dict[str, float]:
-        loss = _train_epoch(model, optimizer, inputs, targets, config, generator, scheduler)
+        loss = _train_epoch(model, optimizer, inputs, targets, config, generator, scheduler, logit_offset)
         return {"loss": loss, "lr": scheduler.get_last_lr()[0]}
 
     def validate() -> dict[str, float]:

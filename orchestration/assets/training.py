@@ -97,6 +97,8 @@ class SASRecTrainingConfig(dg.Config):
         "beta x log(1 + training count), beta chosen on balanced validation NDCG@10 (all and long-tail users).")
     popularity_betas: list[float] = Field(default=list(DEFAULT_POPULARITY_BETAS),
                                           description="The grid `balanced` chooses beta from (0 = no adjustment).")
+    train_logit_adjustment: float = Field(default=0.0, description="tau of a logit-adjusted training loss "
+                                          "(softmax over score + tau x log(1 + training count)); 0 = plain.")
 
     def sasrec(self) -> SASRecConfig:
         """The equivalent library config."""

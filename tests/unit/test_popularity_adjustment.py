@@ -152,3 +152,20 @@ def test_published_vectors_rank_exactly_as_the_served_scores() -> None:
     assert item_vectors(model, served=False).shape == (10, SMALL.hidden_dim)
     model.set_popularity_adjustment(np.zeros(11), 0.0)
     assert item_vectors(model).shape == (10, SMALL.hidden_dim)
+
+
+def test_the_logit_adjusted_loss_adds_tau_log_one_plus_count_to_the_training_logits_only() -> None:
+    from ml.train.sasrec_training import batch_loss
+
+    torch.manual_seed(0)
+    model = SASRec(5, SMALL).eval()
+    inputs, targets = torch.tensor([[0, 1, 2], [3, 4, 5]]), torch.tensor([[0, 2, 3], [4, 5, 1]])
+    offset = 0.7 * torch.log1p(torch.tensor([9.0, 0.0, 3.0, 40.0, 1.0]))
+    plain, n = batch_loss(model, inputs, targets, 1.0)
+    adjusted, _ = batch_loss(model, inputs, targets, 1.0, offset)
+    real = targets != 0
+    logits = model.item_logits(model(inputs)[real])
+    expected = torch.nn.functional.cross_entropy(logits + offset, targets[real] - 1, reduction="sum")
+    assert n == 5 and torch.allclose(adjusted, expected) and not torch.allclose(adjusted, plain)
+    with pytest.raises(ValueError, match="train_logit_adjustment"):
+        SASRecConfig(train_logit_adjustment=-1.0)
