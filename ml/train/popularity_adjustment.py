@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ml.data.sequences import SequenceData
-from ml.evaluate.ranking import evaluate_model
+from ml.evaluate.ranking import ranking_metrics, ranks_from_scores
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
 from ml.models.sasrec import SASRec, left_pad
 
@@ -55,33 +55,31 @@ def choose_popularity_adjustment(
     """Set on `model` the beta of `betas` with the best balanced validation NDCG@10 (module doc); return the choice."""
     if not betas:
         raise ValueError("need at least one beta to choose from")
+    grid = sorted({float(beta) for beta in betas})
     counts = item_train_counts(data.train, data.n_items)
     histories, targets = data.history("valid")
     long_tail = slice_masks(histories, targets, counts, slices or SliceConfig())["long_tail_items"]
+    log_counts = torch.log1p(torch.as_tensor(counts, dtype=torch.float32, device=model.device))
+    log_counts[0] = 0.0
     model.eval()
-    # The encoder does not depend on beta: encode every validation user once, then only re-add the bias.
+    # Neither the encoder nor the raw scores depend on beta: score each batch of users once, then rank
+    # its targets under every beta (the same ranking function as the evaluator, ties against the model).
     table = model.item_table()
-    # The evaluator hands back the same history objects it was given (in its own order): find their rows by identity.
-    rows = {id(history): row for row, history in enumerate(histories)}
-    states = torch.cat([model.encode(left_pad(histories[start : start + batch_size], model.max_len)
-                                     .to(model.device), table)[:, -1]
-                        for start in range(0, len(histories), batch_size)])
+    ranks = {beta: np.zeros(len(targets), dtype=np.int64) for beta in grid}
+    for start in range(0, len(histories), batch_size):
+        batch = histories[start : start + batch_size]
+        raw = model.encode(left_pad(batch, model.max_len).to(model.device), table)[:, -1] @ table.T
+        for beta in grid:
+            ranks[beta][start : start + len(batch)] = ranks_from_scores(raw - beta * log_counts,
+                                                                        targets[start : start + len(batch)])
     balanced: dict[float, float] = {}
     metrics: dict[float, dict[str, float]] = {}
-    for beta in sorted({float(beta) for beta in betas}):
-        model.set_popularity_adjustment(counts, beta)
-
-        def score(batch: list[np.ndarray]) -> torch.Tensor:
-            picked = torch.as_tensor([rows[id(history)] for history in batch], device=states.device)
-            return states[picked] @ table.T + model.item_bias
-
-        result = evaluate_model(score, histories, targets, batch_size)
-        tail = slice_metrics(result.ranks, {"long_tail": long_tail})["long_tail"].get(CRITERION)
-        balanced[beta] = balanced_score(result.metrics[CRITERION], tail)
-        metrics[beta] = result.metrics
+    for beta in grid:
+        metrics[beta] = ranking_metrics(ranks[beta])
+        tail = slice_metrics(ranks[beta], {"long_tail": long_tail})["long_tail"].get(CRITERION)
+        balanced[beta] = balanced_score(metrics[beta][CRITERION], tail)
         logger.info("popularity beta %.3f: valid %s %.5f, long-tail %s, balanced %.5f", beta, CRITERION,
-                    result.metrics[CRITERION], "none" if tail is None else f"{tail:.5f}", balanced[beta])
+                    metrics[beta][CRITERION], "none" if tail is None else f"{tail:.5f}", balanced[beta])
     best = max(balanced, key=lambda beta: (balanced[beta], -beta))  # ties: the smaller adjustment
     model.set_popularity_adjustment(counts, best)
     return PopularityChoice(beta=best, balanced=balanced, valid=metrics[best])
-
