@@ -66,12 +66,14 @@ def choose_popularity_adjustment(
     # its targets under every beta (the same ranking function as the evaluator, ties against the model).
     table = model.item_table()
     ranks = {beta: np.zeros(len(targets), dtype=np.int64) for beta in grid}
-    for start in range(0, len(histories), batch_size):
-        batch = histories[start : start + batch_size]
+    # Shortest histories first, as the evaluator does: a batch is padded only to its longest history.
+    order = np.argsort([len(history) for history in histories], kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = [histories[row] for row in rows]
         raw = model.encode(left_pad(batch, model.max_len).to(model.device), table)[:, -1] @ table.T
         for beta in grid:
-            ranks[beta][start : start + len(batch)] = ranks_from_scores(raw - beta * log_counts,
-                                                                        targets[start : start + len(batch)])
+            ranks[beta][rows] = ranks_from_scores(raw - beta * log_counts, targets[rows])
     balanced: dict[float, float] = {}
     metrics: dict[float, dict[str, float]] = {}
     for beta in grid:
