@@ -241,7 +241,8 @@ def train_sequence_model(
         best_valid = choice.valid
         extra = {"popularity_beta": choice.beta, "valid_unadjusted": outcome.best_valid,
                  "balanced_valid_ndcg@10": {f"{beta:g}": round(value, 6) for beta, value in choice.balanced.items()}}
-        logger.info("%s: popularity adjustment beta %g (balanced validation NDCG@10 %.5f, unadjusted %.5f)",
-                    name, choice.beta, choice.balanced[choice.beta], choice.balanced[min(choice.balanced)])
+        logger.info("%s: popularity adjustment beta %g (balanced validation NDCG@10 %.5f; validation NDCG@10 "
+                    "%.5f, raw scores %.5f)", name, choice.beta, choice.balanced[choice.beta],
+                    choice.valid["ndcg@10"], outcome.best_valid["ndcg@10"])
     return SASRecResult(model=model, config=config, best_epoch=outcome.best_epoch, best_valid=best_valid,
                         history=outcome.history, extra=extra)
