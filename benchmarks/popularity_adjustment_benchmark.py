@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import torch
 
-from benchmarks.training_benchmark import SLICES, _warehouse_path
+from benchmarks.training_benchmark import SLICES, warehouse_path
 from ml.data.sequences import load_sequences
 from ml.evaluate.ranking import evaluate_model, evaluate_protocols
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
-    with duckdb.connect(_warehouse_path(), read_only=True) as con:
+    with duckdb.connect(warehouse_path(), read_only=True) as con:
         data = load_sequences(con, args.dataset)
     for name in args.models:
         checkpoint = load_checkpoint(data_dir() / "checkpoints", args.dataset, name)

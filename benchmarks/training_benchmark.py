@@ -96,7 +96,7 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return values
 
 
-def _warehouse_path() -> str:
+def warehouse_path() -> str:
     """The DuckDB file the pipeline writes (its env var, else the default under the data folder)."""
     return os.environ.get(WAREHOUSE_ENV, str(data_dir() / "warehouse" / "llmrec.duckdb"))
 
@@ -116,7 +116,7 @@ def _train(spec: RunSpec, data: SequenceData, preset: str) -> tuple[torch.nn.Mod
     if spec.model == "eager":
         library_config = config.eager()
         sources = {stream: STREAM_SOURCES[stream] for stream in library_config.active_streams}
-        with duckdb.connect(_warehouse_path(), read_only=True) as con:
+        with duckdb.connect(warehouse_path(), read_only=True) as con:
             streams, provenance = read_stream_codes(con, data_dir() / "embeddings", data.dataset, data.item_ids,
                                                     sources)
         result = train_eager(data, streams, library_config)
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    with duckdb.connect(_warehouse_path(), read_only=True) as con:
+    with duckdb.connect(warehouse_path(), read_only=True) as con:
         data = load_sequences(con, args.dataset)
     records: list[dict[str, Any]] = []
     for spec in _specs(args):
