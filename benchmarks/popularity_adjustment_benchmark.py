@@ -21,7 +21,7 @@ import duckdb
 import torch
 
 from benchmarks.training_benchmark import SLICES, warehouse_path
-from ml.data.sequences import load_sequences
+from ml.data.sequences import SequenceData, load_sequences
 from ml.evaluate.ranking import evaluate_model, evaluate_protocols
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
 from ml.models.checkpoints import load_checkpoint
@@ -32,7 +32,7 @@ from orchestration.resources import data_dir
 logger = logging.getLogger("benchmarks.popularity_adjustment")
 
 
-def frontier(model: SASRec, data: Any, betas: list[float]) -> list[dict[str, Any]]:
+def frontier(model: SASRec, data: SequenceData, betas: list[float]) -> list[dict[str, Any]]:
     """One record per beta: validation (all, long tail, balanced) and test under both protocols with slices."""
     counts = item_train_counts(data.train, data.n_items)
     valid_histories, valid_targets = data.history("valid")
