@@ -22,37 +22,35 @@ import torch
 
 from benchmarks.training_benchmark import SLICES, warehouse_path
 from ml.data.sequences import SequenceData, load_sequences
-from ml.evaluate.ranking import evaluate_model, evaluate_protocols
+from ml.evaluate.ranking import evaluate_protocols
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
 from ml.models.checkpoints import load_checkpoint
 from ml.models.sasrec import DEFAULT_POPULARITY_BETAS, SASRec
-from ml.train.popularity_adjustment import balanced_score, choose_popularity_adjustment
+from ml.train.popularity_adjustment import PopularityChoice, choose_popularity_adjustment
 from orchestration.resources import data_dir
 
 logger = logging.getLogger("benchmarks.popularity_adjustment")
 
 
-def frontier(model: SASRec, data: SequenceData, betas: list[float]) -> list[dict[str, Any]]:
-    """One record per beta: validation (all, long tail, balanced) and test under both protocols with slices."""
+def frontier(model: SASRec, data: SequenceData, choice: PopularityChoice) -> list[dict[str, Any]]:
+    """One record per beta the rule tried: its validation figures (from `choice`) and test under both protocols."""
     counts = item_train_counts(data.train, data.n_items)
-    valid_histories, valid_targets = data.history("valid")
     test_histories, test_targets = data.history("test")
-    valid_tail = slice_masks(valid_histories, valid_targets, counts, SliceConfig())["long_tail_items"]
     test_masks = slice_masks(test_histories, test_targets, counts, SliceConfig())
     records = []
-    for beta in betas:
+    for beta, valid in choice.by_beta.items():
         model.set_popularity_adjustment(counts, beta)
-        valid = evaluate_model(model.score, valid_histories, valid_targets)
-        tail = slice_metrics(valid.ranks, {"tail": valid_tail})["tail"].get("ndcg@10")
         test = evaluate_protocols(model.score, test_histories, test_targets)
         records.append({
-            "beta": beta, "valid": valid.metrics, "valid_long_tail_ndcg@10": tail,
-            "balanced_valid_ndcg@10": balanced_score(valid.metrics["ndcg@10"], tail),
+            "beta": beta, "valid": {k: v for k, v in valid.items() if not k.startswith("long_tail_")},
+            "valid_long_tail_ndcg@10": valid.get("long_tail_ndcg@10"),
+            "balanced_valid_ndcg@10": choice.balanced[beta],
             "test": test[False].metrics, "test_history_masked": test[True].metrics,
             "slices": {k: v for k, v in slice_metrics(test[False].ranks, test_masks).items() if k in SLICES},
             "slices_history_masked": {k: v for k, v in slice_metrics(test[True].ranks, test_masks).items()
                                       if k in SLICES},
         })
+    model.set_popularity_adjustment(counts, choice.beta)
     return records
 
 
@@ -95,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{name} is a {checkpoint.kind} checkpoint: the adjustment is for SASRec-family models")
         if checkpoint.item_ids != data.item_ids:
             raise SystemExit(f"{name} {checkpoint.version} was trained on another vocabulary than the warehouse's")
-        chosen = choose_popularity_adjustment(checkpoint.model, data, args.betas).beta
-        records = frontier(checkpoint.model, data, args.betas)
+        choice = choose_popularity_adjustment(checkpoint.model, data, args.betas)
+        chosen = choice.beta
+        records = frontier(checkpoint.model, data, choice)
         print(table(f"{name} {checkpoint.version} ({checkpoint.kind}, best epoch "
                     f"{checkpoint.manifest['info'].get('best_epoch')})", chosen, records) + "\n", flush=True)
         if args.out:

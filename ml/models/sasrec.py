@@ -120,6 +120,16 @@ class SASRecConfig:
                              f"got {self.popularity_betas}")
 
 
+def log_popularity(train_counts: np.ndarray) -> torch.Tensor:
+    """(n_items + 1,) float32 log(1 + training count) per item index, 0 at the padding index 0."""
+    counts = np.asarray(train_counts, dtype=np.float64)
+    if counts.ndim != 1 or (counts < 0).any():
+        raise ValueError(f"need a vector of non-negative training counts, got shape {counts.shape}")
+    values = torch.as_tensor(np.log1p(counts), dtype=torch.float32)
+    values[0] = 0.0  # padding is never ranked
+    return values
+
+
 def left_pad(histories: Sequence[np.ndarray], max_len: int) -> torch.Tensor:
     """(batch, width) int64 of each history's last `max_len` items, right-aligned, 0 before them.
 
@@ -223,14 +233,11 @@ class SASRec(nn.Module):
 
     def set_popularity_adjustment(self, train_counts: np.ndarray, beta: float) -> None:
         """Serve scores minus beta x log(1 + the item's training count) (Menon et al.'s post-hoc logit adjustment)."""
-        counts = np.asarray(train_counts, dtype=np.float64)
-        if counts.shape != (self.n_items + 1,) or (counts < 0).any():
-            raise ValueError(f"need ({self.n_items + 1},) non-negative training counts, got shape {counts.shape}")
+        if np.shape(train_counts) != (self.n_items + 1,):
+            raise ValueError(f"need ({self.n_items + 1},) training counts, got shape {np.shape(train_counts)}")
         if not np.isfinite(beta) or beta < 0:
             raise ValueError(f"beta must be finite and >= 0, got {beta}")
-        bias = torch.as_tensor(-beta * np.log1p(counts), dtype=self.item_bias.dtype, device=self.item_bias.device)
-        bias[0] = 0.0  # padding is never ranked
-        self.item_bias.copy_(bias)
+        self.item_bias.copy_(-beta * log_popularity(train_counts))
 
     def has_item_bias(self) -> bool:
         """Whether a popularity adjustment is set (the served score is not a plain dot product)."""

@@ -26,7 +26,7 @@ import torch
 from ml.data.sequences import SequenceData
 from ml.evaluate.ranking import ranking_metrics, ranks_from_scores
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
-from ml.models.sasrec import SASRec, left_pad
+from ml.models.sasrec import SASRec, left_pad, log_popularity
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +35,16 @@ CRITERION = "ndcg@10"
 
 @dataclass(frozen=True)
 class PopularityChoice:
-    """The chosen beta, every beta's balanced validation NDCG@10, and the chosen beta's validation metrics."""
+    """The chosen beta, every beta's balanced validation NDCG@10 and validation metrics (with the long tail's)."""
 
     beta: float
     balanced: dict[float, float]
-    valid: dict[str, float]
+    by_beta: dict[float, dict[str, float]]  # validation metrics, plus "long_tail_ndcg@10" when any target is
+
+    @property
+    def valid(self) -> dict[str, float]:
+        """The chosen beta's validation metrics over all users."""
+        return {key: value for key, value in self.by_beta[self.beta].items() if not key.startswith("long_tail_")}
 
 
 def balanced_score(all_users: float, long_tail: float | None) -> float:
@@ -59,8 +64,7 @@ def choose_popularity_adjustment(
     counts = item_train_counts(data.train, data.n_items)
     histories, targets = data.history("valid")
     long_tail = slice_masks(histories, targets, counts, slices or SliceConfig())["long_tail_items"]
-    log_counts = torch.log1p(torch.as_tensor(counts, dtype=torch.float32, device=model.device))
-    log_counts[0] = 0.0
+    log_counts = log_popularity(counts).to(model.device)
     model.eval()
     # Neither the encoder nor the raw scores depend on beta: score each batch of users once, then rank
     # its targets under every beta (the same ranking function as the evaluator, ties against the model).
@@ -79,9 +83,11 @@ def choose_popularity_adjustment(
     for beta in grid:
         metrics[beta] = ranking_metrics(ranks[beta])
         tail = slice_metrics(ranks[beta], {"long_tail": long_tail})["long_tail"].get(CRITERION)
+        if tail is not None:
+            metrics[beta][f"long_tail_{CRITERION}"] = tail
         balanced[beta] = balanced_score(metrics[beta][CRITERION], tail)
         logger.info("popularity beta %.3f: valid %s %.5f, long-tail %s, balanced %.5f", beta, CRITERION,
                     metrics[beta][CRITERION], "none" if tail is None else f"{tail:.5f}", balanced[beta])
     best = max(balanced, key=lambda beta: (balanced[beta], -beta))  # ties: the smaller adjustment
     model.set_popularity_adjustment(counts, best)
-    return PopularityChoice(beta=best, balanced=balanced, valid=metrics[best])
+    return PopularityChoice(beta=best, balanced=balanced, by_beta=metrics)

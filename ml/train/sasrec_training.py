@@ -31,7 +31,7 @@ from ml.data.sequences import SequenceData
 from ml.encoders.device import resolve_device
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.evaluate.slices import item_train_counts
-from ml.models.sasrec import SASRec, SASRecConfig
+from ml.models.sasrec import SASRec, SASRecConfig, log_popularity
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
 from ml.train.popularity_adjustment import choose_popularity_adjustment
 from ml.train.schedules import constant_schedule, cosine_schedule
@@ -221,9 +221,8 @@ def train_sequence_model(
 
     logit_offset = None
     if config.train_logit_adjustment > 0:
-        counts = item_train_counts(data.train, data.n_items)[1:]
-        logit_offset = (config.train_logit_adjustment * torch.log1p(torch.as_tensor(counts, dtype=torch.float32))
-                        ).to(device)
+        popularity = log_popularity(item_train_counts(data.train, data.n_items))[1:]
+        logit_offset = (config.train_logit_adjustment * popularity).to(device)
 
     def train_epoch() -> dict[str, float]:
         loss = _train_epoch(model, optimizer, inputs, targets, config, generator, scheduler, logit_offset)
