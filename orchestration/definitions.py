@@ -3,6 +3,7 @@
 import dagster as dg
 
 from orchestration.assets.behaviour import behaviour_embeddings
+from orchestration.assets.blend import blend_model
 from orchestration.assets.codes import behaviour_codes, semantic_codes
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.embeddings import item_llm_embeddings, item_text_embeddings, profile_embeddings
@@ -24,7 +25,7 @@ defs = dg.Definitions(
         ingest_raw_logs, data_layer_dbt, data_layer_summary,
         item_profiles, user_profiles, item_text_embeddings, profile_embeddings, item_llm_embeddings,
         behaviour_embeddings, semantic_codes, behaviour_codes,
-        popularity_model, sasrec_model, content_sasrec_model, learn_model, eager_model,
+        popularity_model, sasrec_model, content_sasrec_model, learn_model, eager_model, blend_model,
         model_evaluation, published_index,
     ],
     asset_checks=[gx_raw_events, gx_interactions, best_model_beats_popularity],

@@ -55,7 +55,11 @@ def ranks_from_scores(
     if torch.isnan(scores).any():
         raise ValueError("scores contain NaN")
     rows = torch.arange(len(targets), device=scores.device)
-    at_least_as_good = scores >= scores[rows, targets].unsqueeze(1)
+    target_scores = scores[rows, targets].unsqueeze(1)
+    if exclude is None:
+        # The same count in one pass: the target (not NaN, checked above) is among the items >= its own score.
+        return (scores[:, 1:] >= target_scores).sum(dim=1).cpu().numpy().astype(np.int64)
+    at_least_as_good = scores >= target_scores
     at_least_as_good[:, 0] = False  # padding is not an item
     at_least_as_good[rows, targets] = False  # the target does not outrank itself
     if exclude is not None:

@@ -2,7 +2,7 @@
 
 Layout: `<root>/<dataset>/<model name>/<version>/` holds `model.pt` (kind, config, weights and, for
 LEARN and Content-SASRec, the frozen content matrix it was trained on, for EAGER its code tables and
-global features, so a checkpoint is self-contained), `item_ids.json` (row j of every item matrix is
+global features, for a blend both components' whole payloads, so a checkpoint is self-contained), `item_ids.json` (row j of every item matrix is
 item_ids[j]) and `manifest.json` (kind, config, training info such as the MLflow run id and best
 epoch, the sha256 of both files). The version is a digest of the weights and the vocabulary, so
 retraining to identical weights keeps the version, and its manifest, of the run that first produced
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ml.data.versioned import VersionedFolder, sha256_file, write_json
+from ml.models.blend import BlendConfig, ScoreBlend
 from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
 from ml.models.eager import EAGER, EAGERConfig, StreamCodes
 from ml.models.learn import LEARN, LEARNConfig
@@ -40,7 +41,8 @@ MODEL_FILE = "model.pt"
 ITEM_IDS_FILE = "item_ids.json"
 MANIFEST_FILE = "manifest.json"
 
-TrainedModule = PopularityModel | SASRec | ContentSASRec | LEARN | EAGER
+TrainedModule = PopularityModel | SASRec | ContentSASRec | LEARN | EAGER | ScoreBlend
+RetrievalModel = SASRec | LEARN | ScoreBlend
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,9 @@ class Checkpoint:
 
 
 def model_kind(model: nn.Module) -> str:
-    """'popularity', 'sasrec', 'content_sasrec', 'learn' or 'eager'."""
+    """'popularity', 'sasrec', 'content_sasrec', 'learn', 'eager' or 'blend'."""
+    if isinstance(model, ScoreBlend):
+        return "blend"
     if isinstance(model, PopularityModel):
         return "popularity"
     if isinstance(model, ContentSASRec):  # before SASRec, its base class
@@ -72,7 +76,7 @@ def model_kind(model: nn.Module) -> str:
     raise TypeError(f"no checkpoint format for {type(model).__name__}")
 
 
-ModelConfig = SASRecConfig | LEARNConfig | EAGERConfig
+ModelConfig = SASRecConfig | LEARNConfig | EAGERConfig | BlendConfig
 
 
 def _config_dict(model: TrainedModule, config: ModelConfig | None) -> dict[str, Any]:
@@ -88,6 +92,32 @@ def checkpoint_folder(root: Path, dataset: str, name: str) -> VersionedFolder:
     return VersionedFolder(root / dataset / name)
 
 
+BLEND_COMPONENTS = ("sequence_model", "content_model")
+
+
+def _payload(model: TrainedModule, config: ModelConfig | None) -> dict[str, Any]:
+    """Everything `_rebuild` needs to make `model` again: kind, config, weights and the frozen inputs it read."""
+    payload: dict[str, Any] = {
+        "kind": model_kind(model), "n_items": model.n_items, "config": _config_dict(model, config),
+        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+    }
+    if isinstance(model, LEARN | ContentSASRec):
+        payload["content"] = model.content[1:].detach().cpu()  # the padding row is rebuilt on load
+    if isinstance(model, EAGER):  # the exact code tables and features it was trained and evaluated with
+        payload["streams"] = {
+            stream: {"codes": torch.from_numpy(np.asarray(codes.codes, dtype=np.int64)),
+                     "features": torch.from_numpy(np.asarray(codes.features, dtype=np.float32)),
+                     "branching": codes.branching}
+            for stream, codes in model.stream_codes.items()
+        }
+    if isinstance(model, ScoreBlend):  # each component whole; the blend's own state is its weight and offset
+        payload["components"] = {name: _payload(getattr(model, name), getattr(model, name).config)
+                                 for name in BLEND_COMPONENTS}
+        payload["state_dict"] = {key: value for key, value in payload["state_dict"].items()
+                                 if not key.startswith(tuple(f"{name}." for name in BLEND_COMPONENTS))}
+    return payload
+
+
 def save_checkpoint(
     root: Path,
     dataset: str,
@@ -101,20 +131,8 @@ def save_checkpoint(
     item_ids = [str(item) for item in item_ids]
     if len(item_ids) != model.n_items:
         raise ValueError(f"{len(item_ids)} item ids for a model of {model.n_items} items")
-    kind = model_kind(model)
-    payload: dict[str, Any] = {
-        "kind": kind, "n_items": model.n_items, "config": _config_dict(model, config),
-        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
-    }
-    if isinstance(model, LEARN | ContentSASRec):
-        payload["content"] = model.content[1:].detach().cpu()  # the padding row is rebuilt on load
-    if isinstance(model, EAGER):  # the exact code tables and features it was trained and evaluated with
-        payload["streams"] = {
-            stream: {"codes": torch.from_numpy(np.asarray(codes.codes, dtype=np.int64)),
-                     "features": torch.from_numpy(np.asarray(codes.features, dtype=np.float32)),
-                     "branching": codes.branching}
-            for stream, codes in model.stream_codes.items()
-        }
+    payload = _payload(model, config)
+    kind = payload["kind"]
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     model_bytes = buffer.getvalue()
@@ -148,6 +166,17 @@ def _rebuild(payload: dict[str, Any]) -> TrainedModule:
         model = ContentSASRec(payload["content"].numpy(), ContentSASRecConfig(**payload["config"]))
     elif kind == "learn":
         model = LEARN(payload["content"].numpy(), LEARNConfig(**payload["config"]))
+    elif kind == "blend":
+        components = {name: _rebuild(payload["components"][name]) for name in BLEND_COMPONENTS}
+        model = ScoreBlend(components["sequence_model"], components["content_model"],  # type: ignore[arg-type]
+                           BlendConfig(**payload["config"]))
+        own = model.state_dict()
+        unknown = set(payload["state_dict"]) - set(own)
+        if unknown:
+            raise ValueError(f"blend checkpoint holds unknown state {sorted(unknown)}")
+        own.update(payload["state_dict"])
+        model.load_state_dict(own)
+        return model.eval()
     elif kind == "eager":
         streams = {stream: StreamCodes(codes=part["codes"].numpy(), features=part["features"].numpy(),
                                        branching=int(part["branching"]))
@@ -184,16 +213,16 @@ def load_checkpoint(root: Path, dataset: str, name: str, version: str | None = N
 
 def supports_retrieval(model: TrainedModule) -> bool:
     """Whether the model scores by user vector x item vector, so its items can be put in an ANN index."""
-    return isinstance(model, SASRec | LEARN)
+    return isinstance(model, SASRec | LEARN | ScoreBlend)
 
 
-def _served_bias(model: SASRec | LEARN) -> torch.Tensor | None:
+def _served_bias(model: RetrievalModel) -> torch.Tensor | None:
     """The per-item score offset the model serves (a popularity adjustment); None for plain dot products."""
-    return model.item_bias if isinstance(model, SASRec) and model.has_item_bias() else None
+    return model.item_bias if isinstance(model, SASRec | ScoreBlend) and model.has_item_bias() else None
 
 
 @torch.no_grad()
-def item_vectors(model: SASRec | LEARN, served: bool = True) -> np.ndarray:
+def item_vectors(model: RetrievalModel, served: bool = True) -> np.ndarray:
     """(n_items, dim) float32 inference item vectors; row j is item index j + 1.
 
     With `served` and a popularity adjustment set, each row ends with the item's score offset (one
@@ -209,7 +238,7 @@ def item_vectors(model: SASRec | LEARN, served: bool = True) -> np.ndarray:
 
 
 @torch.no_grad()
-def user_vectors(model: SASRec | LEARN, histories: Sequence[np.ndarray], batch_size: int = 1024) -> np.ndarray:
+def user_vectors(model: RetrievalModel, histories: Sequence[np.ndarray], batch_size: int = 1024) -> np.ndarray:
     """(n_users, dim) float32 query vectors, one per (non-empty) history of item indices (`item_vectors`' width)."""
     model.eval()
     with_bias = _served_bias(model) is not None

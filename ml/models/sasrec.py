@@ -151,6 +151,7 @@ class SASRec(nn.Module):
         super().__init__()
         if n_items < 1:
             raise ValueError("n_items must be at least 1")
+        self.config = config  # what a checkpoint rebuilds it from (also when it is part of a blend)
         self.n_items = n_items
         self.max_len = config.max_len
         self.n_heads = config.n_heads

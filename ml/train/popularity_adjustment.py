@@ -52,6 +52,15 @@ def balanced_score(all_users: float, long_tail: float | None) -> float:
     return all_users if long_tail is None else (all_users + long_tail) / 2.0
 
 
+def balanced_metrics(ranks: np.ndarray, long_tail: np.ndarray) -> tuple[dict[str, float], float]:
+    """Validation metrics of `ranks` (with the long tail's criterion when any target is long-tail) and the balanced score."""
+    metrics = ranking_metrics(ranks)
+    tail = slice_metrics(ranks, {"long_tail": long_tail})["long_tail"].get(CRITERION)
+    if tail is not None:
+        metrics[f"long_tail_{CRITERION}"] = tail
+    return metrics, balanced_score(metrics[CRITERION], tail)
+
+
 @torch.no_grad()
 def choose_popularity_adjustment(
     model: SASRec, data: SequenceData, betas: Sequence[float], batch_size: int = 1024,
@@ -81,13 +90,9 @@ def choose_popularity_adjustment(
     balanced: dict[float, float] = {}
     metrics: dict[float, dict[str, float]] = {}
     for beta in grid:
-        metrics[beta] = ranking_metrics(ranks[beta])
-        tail = slice_metrics(ranks[beta], {"long_tail": long_tail})["long_tail"].get(CRITERION)
-        if tail is not None:
-            metrics[beta][f"long_tail_{CRITERION}"] = tail
-        balanced[beta] = balanced_score(metrics[beta][CRITERION], tail)
-        logger.info("popularity beta %.3f: valid %s %.5f, long-tail %s, balanced %.5f", beta, CRITERION,
-                    metrics[beta][CRITERION], "none" if tail is None else f"{tail:.5f}", balanced[beta])
+        metrics[beta], balanced[beta] = balanced_metrics(ranks[beta], long_tail)
+        logger.info("popularity beta %.3f: valid %s %.5f, balanced %.5f", beta, CRITERION,
+                    metrics[beta][CRITERION], balanced[beta])
     best = max(balanced, key=lambda beta: (balanced[beta], -beta))  # ties: the smaller adjustment
     model.set_popularity_adjustment(counts, best)
     return PopularityChoice(beta=best, balanced=balanced, by_beta=metrics)

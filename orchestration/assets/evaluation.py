@@ -36,10 +36,12 @@ from ml.evaluate.report import (
     write_results_json,
 )
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
+from ml.models.blend import ScoreBlend
 from ml.models.checkpoints import load_checkpoint, supports_retrieval
 from ml.models.learn import LEARN
 from ml.tracking.mlflow_store import log_metrics, register_best_model
 from ml.train.early_stopping import SELECTION_METRIC
+from orchestration.assets.blend import BLEND, blend_model
 from orchestration.assets.generative import EAGER, eager_model
 from orchestration.assets.training import (
     MODEL_NAMES,
@@ -55,7 +57,9 @@ from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowRe
 RESULTS_FILE = "results.json"
 CURVES_FILE = "recall_curves.png"
 METRICS_TABLE = "evaluation.model_metrics"
-EVALUATED_MODELS = (*MODEL_NAMES, EAGER)
+EVALUATED_MODELS = (*MODEL_NAMES, EAGER, BLEND)
+# What a checkpoint serves beyond its weights, repeated in results.json (absent = raw scores).
+SERVED_SETTINGS = ("popularity_beta", "blend_weight")
 
 
 class EvaluationConfig(dg.Config):
@@ -106,7 +110,7 @@ def _metric_rows(reports: list[ModelReport]) -> pa.Table:
 
 
 @dg.asset(
-    deps=[popularity_model, sasrec_model, content_sasrec_model, learn_model, eager_model],
+    deps=[popularity_model, sasrec_model, content_sasrec_model, learn_model, eager_model, blend_model],
     group_name="evaluation",
     partitions_def=dataset_partitions,
     pool=DUCKDB_POOL,
@@ -133,8 +137,8 @@ def model_evaluation(
         model = checkpoint.model
         if checkpoint.item_ids != data.item_ids:
             raise ValueError(f"checkpoint {checkpoint.path} was trained on another item vocabulary; retrain {name}")
-        # LEARN embeds the whole catalogue once per block instead of once per scored batch.
-        with model.cached_items() if isinstance(model, LEARN) else nullcontext():
+        # LEARN (alone or in a blend) embeds the whole catalogue once per block instead of once per scored batch.
+        with model.cached_items() if isinstance(model, LEARN | ScoreBlend) else nullcontext():
             valid = evaluate_model(model.score, valid_histories, valid_targets, config.batch_size,
                                    mask_history=config.mask_history)
             # Test under both protocols from one scoring pass; the configured one is the headline.
@@ -154,8 +158,7 @@ def model_evaluation(
             extra={"checkpoint_version": checkpoint.version, "mlflow_run_id": run_id,
                    "mlflow_model_uri": info["mlflow_model_uri"], "best_epoch": info["best_epoch"],
                    other_key: other.metrics,
-                   # The served scores' popularity adjustment (SASRec family; absent = raw scores).
-                   **({"popularity_beta": info["popularity_beta"]} if "popularity_beta" in info else {})},
+                   **{setting: info[setting] for setting in SERVED_SETTINGS if setting in info}},
         ))
         if supports_retrieval(model):
             retrieval_models.append(name)

@@ -21,6 +21,7 @@ from ml.data.sequences import SequenceData, load_sequences
 from ml.data.versioned import NoCurrentVersion
 from ml.evaluate.ranking import evaluate_model
 from ml.evaluate.report import png_markdown
+from ml.models.blend import DEFAULT_BLEND_WEIGHTS
 from ml.models.content_sasrec import ContentSASRecConfig, Fusion
 from ml.models.learn import LEARNConfig, TargetSpan
 from ml.models.popularity import PopularityModel
@@ -189,6 +190,8 @@ TRAINING_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "content_sasrec_model": {**_CONVERGED_SASREC, "fusion": "dual",
                                  "popularity_betas": list(DEFAULT_POPULARITY_BETAS)},
         "learn_model": {"max_steps": 7000, "patience": 10},  # about 40 Beauty epochs
+        # The library's full grids (7 x 9 validation ranking passes, about 90 s on Beauty on the 2 cores).
+        "blend_model": {"weights": list(DEFAULT_BLEND_WEIGHTS), "betas": list(DEFAULT_POPULARITY_BETAS)},
         # The paper's shape; validation every 2 Beauty epochs (1,028 steps), until 5 validations bring nothing.
         "eager_model": {"decoder_layers": 4, "beam_size": 20, "warmup_steps": 500, "max_steps": 200_000,
                         "eval_every_steps": 1028},

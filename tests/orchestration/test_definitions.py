@@ -21,7 +21,7 @@ def test_assets_are_in_their_groups_with_lineage() -> None:
         "item_profiles", "user_profiles", "item_text_embeddings", "profile_embeddings", "item_llm_embeddings",
         "behaviour_embeddings", "semantic_codes", "behaviour_codes")}
     later_groups = {"popularity_model": "training", "sasrec_model": "training", "content_sasrec_model": "training",
-                    "learn_model": "training", "eager_model": "training",
+                    "learn_model": "training", "eager_model": "training", "blend_model": "training",
                     "model_evaluation": "evaluation", "published_index": "publishing"}
     assert enrichment <= graph.get_all_asset_keys()
     for key in graph.get_all_asset_keys():
@@ -48,8 +48,9 @@ def test_assets_are_in_their_groups_with_lineage() -> None:
                                  "profile_embeddings"},
         "learn_model": {"marts/user_sequences", "item_text_embeddings", "item_llm_embeddings"},
         "eager_model": {"marts/user_sequences", "semantic_codes", "behaviour_codes"},
+        "blend_model": {"sasrec_model", "content_sasrec_model", "learn_model"},
         "model_evaluation": {"popularity_model", "sasrec_model", "content_sasrec_model", "learn_model",
-                             "eager_model"},
+                             "eager_model", "blend_model"},
         "published_index": {"model_evaluation"},
     }
     # Lineage: raw events -> staging -> ... -> stats -> summary.

@@ -11,6 +11,7 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pytest
+import torch
 
 from ml.data.embedding_store import embeddings_folder, read_embeddings
 from ml.index.publish import list_versions
@@ -18,6 +19,7 @@ from ml.index.recommend import load_current, recommend
 from ml.models.checkpoints import history_encoder, load_checkpoint
 from ml.tracking.mlflow_store import TrackingStore, find_runs
 from orchestration.assets.behaviour import behaviour_embeddings
+from orchestration.assets.blend import blend_model
 from orchestration.assets.codes import behaviour_codes, semantic_codes
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.embeddings import item_llm_embeddings, item_text_embeddings, profile_embeddings
@@ -45,10 +47,10 @@ EMBEDDINGS = ("item_text", "item_llm", "item_profile", "user_profile", "item_beh
 ASSETS = [ingest_raw_logs, data_layer_dbt, data_layer_summary, gx_raw_events, gx_interactions, item_profiles,
           user_profiles, item_text_embeddings, profile_embeddings, item_llm_embeddings, behaviour_embeddings,
           semantic_codes, behaviour_codes, popularity_model, sasrec_model, content_sasrec_model, learn_model,
-          eager_model, model_evaluation,
+          eager_model, blend_model, model_evaluation,
           best_model_beats_popularity, published_index]
 TINY = {"n_layers": 1, "n_heads": 1, "max_len": 20, "max_epochs": 2, "patience": 2}
-MODELS = ("popularity", "sasrec", "content_sasrec", "learn", "eager")
+MODELS = ("popularity", "sasrec", "content_sasrec", "learn", "eager", "blend")
 
 
 def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInProcessResult:
@@ -153,6 +155,15 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     for name, run in runs.items():
         assert run.info.status == "FINISHED" and run.data.tags["dagster_run_id"] == first.run_id
         assert {"best_valid_ndcg_at_10", "test_recall_at_10", "test_cold_items_users"} <= set(run.data.metrics), name
+    # The blend names the component versions it holds, and holds exactly their weights.
+    blend_run = runs["blend"]
+    blend_checkpoint = load_checkpoint(artifacts / "checkpoints", DATASET, "blend")
+    for component, name in (("sequence", "content_sasrec"), ("content", "learn")):
+        assert blend_run.data.params[f"{component}_checkpoint"] == f"{name} {before['checkpoints'][name]}"
+        own = load_checkpoint(artifacts / "checkpoints", DATASET, name).model.state_dict()
+        held = getattr(blend_checkpoint.model, f"{component}_model").state_dict()
+        assert all(torch.equal(held[key], value) for key, value in own.items() if key != "item_bias")
+    assert {"blend_weight", "popularity_beta"} <= set(blend_run.data.metrics)
     learn_run = runs["learn"]
     assert learn_run.data.params["item_tower"] == "shared" and learn_run.data.params["content"] == "item_text"
     history = store.client().get_metric_history(learn_run.info.run_id, "valid_ndcg_at_10")
@@ -179,7 +190,7 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     # Evaluation: every model in the table, JSON and warehouse; the selected model beats popularity.
     evaluation = _metadata(first, "model_evaluation")
     selected = evaluation["selected_model"]
-    assert selected in {"sasrec", "content_sasrec", "learn"}
+    assert selected in {"sasrec", "content_sasrec", "learn", "blend"}
     assert "| popularity |" in evaluation["results_table"] and "| eager |" in evaluation["results_table"]
     assert evaluation["recall_curves"].startswith("![test recall@k per model](data:image/png;base64,")
     metric_rows = before["evaluation.model_metrics"]

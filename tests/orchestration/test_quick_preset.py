@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.assets.behaviour import behaviour_embeddings
+from orchestration.assets.blend import blend_model
 from orchestration.assets.codes import behaviour_codes, semantic_codes
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.embeddings import item_text_embeddings
@@ -35,8 +36,8 @@ def test_quick_preset_beats_popularity_on_movielens(warehouse_path: Path, tmp_pa
     artifacts = tmp_path / "artifacts"
     result = dg.materialize(
         [ingest_raw_logs, data_layer_dbt, item_text_embeddings, popularity_model, sasrec_model, content_sasrec_model,
-         learn_model, behaviour_embeddings, semantic_codes, behaviour_codes, eager_model, model_evaluation,
-         best_model_beats_popularity],
+         learn_model, behaviour_embeddings, semantic_codes, behaviour_codes, eager_model, blend_model,
+         model_evaluation, best_model_beats_popularity],
         partition_key=DATASET, resources=pipeline_resources(str(warehouse_path), registry_path(), artifacts),
         run_config=preset_run_config("quick"), raise_on_error=False,
     )
@@ -48,7 +49,7 @@ def test_quick_preset_beats_popularity_on_movielens(warehouse_path: Path, tmp_pa
     selected = results["selection"]["model"]
     models = results["models"]
     assert selected != "popularity"
-    for model in (selected, "eager"):  # the published model, and the generative one that cannot be published
+    for model in (selected, "eager", "blend"):  # the published model, the generative one and the blend
         for split in ("valid", "test"):
             for metric in ("recall@10", "ndcg@10"):
                 assert models[model][split][metric] > models["popularity"][split][metric], (model, split, metric)

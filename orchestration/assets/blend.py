@@ -1,0 +1,93 @@
+"""Blend asset: the served sum of Content-SASRec's (or SASRec's) and LEARN's scores, tracked like a trained model.
+
+It trains nothing: it reads the CURRENT checkpoints of its two components (each selected on
+validation by its own asset), chooses the content weight and the popularity offset on validation
+(`ml/train/blend_selection.py`) and writes a self-contained checkpoint holding both components, so
+the evaluation, selection and index publishing treat it like any other retrieval model. Which
+component versions it read go to MLflow's params and the checkpoint manifest.
+"""
+
+from dataclasses import asdict
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+from ml.models.blend import BlendConfig
+from ml.models.checkpoints import Checkpoint, load_checkpoint
+from ml.models.learn import LEARN as LEARNModel
+from ml.models.sasrec import SASRec
+from ml.tracking.training_runs import TrainingOutcome
+from ml.train.blend_selection import fit_blend
+from ml.train.early_stopping import EpochCallback
+from orchestration.assets.training import (
+    CONTENT_SASREC,
+    LEARN,
+    content_sasrec_model,
+    learn_model,
+    load_split,
+    sasrec_model,
+    train_tracked,
+)
+from orchestration.partitions import dataset_partitions
+from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
+
+BLEND = "blend"
+# Manifest facts of a component worth repeating in the blend's own (the content set and version it read).
+_COMPONENT_FACTS = ("content", "content_version", "content_model", "popularity_beta", "best_epoch")
+
+
+class BlendTrainingConfig(dg.Config):
+    """Which sequence model LEARN is added to, and the grids its weight and popularity offset are chosen from.
+
+    The defaults are the quick preset: 3 x 4 pairs (each a ranking pass over validation, about 1 s on
+    amazon-beauty on the 2 cores); the converged preset searches the library's full grids (7 x 9).
+    """
+
+    sequence_model: Literal["content_sasrec", "sasrec"] = Field(
+        default=CONTENT_SASREC, description="The SASRec-family component: content_sasrec (LLM-enhanced) or sasrec.")
+    weights: list[float] = Field(default=[0.0, 0.5, 1.0], description="rho grid: LEARN's share of the score "
+                                 "spread (0 = the sequence model alone; 1 = both spread alike).")
+    betas: list[float] = Field(default=[0.0, 0.1, 0.2, 0.3], description="Popularity offset grid: serve "
+                               "scores minus beta x log(1 + training count) (0 = none).")
+    scale_sample_users: int = Field(default=2048, description="Validation users the score spreads are read on.")
+
+    def blend(self) -> BlendConfig:
+        """The equivalent library config."""
+        return BlendConfig(weights=tuple(self.weights), betas=tuple(self.betas),
+                           scale_sample_users=self.scale_sample_users)
+
+
+def _component_facts(prefix: str, checkpoint: Checkpoint) -> dict[str, Any]:
+    """`<prefix>_checkpoint` (name and version) and the component's own provenance facts, prefixed."""
+    info = checkpoint.manifest["info"]
+    return {f"{prefix}_checkpoint": f"{checkpoint.name} {checkpoint.version}",
+            **{f"{prefix}_{fact}": info[fact] for fact in _COMPONENT_FACTS if fact in info}}
+
+
+@dg.asset(deps=[sasrec_model, content_sasrec_model, learn_model], group_name="training",
+          partitions_def=dataset_partitions, pool=DUCKDB_POOL, compute_kind="pytorch")
+def blend_model(
+    context: dg.AssetExecutionContext, config: BlendTrainingConfig, warehouse: WarehouseResource,
+    artifacts: ArtifactStoreResource, mlflow: MlflowResource,
+) -> dg.MaterializeResult:
+    """Content-SASRec + w x LEARN - beta x log(1 + count): w and beta chosen on balanced validation NDCG@10."""
+    data = load_split(warehouse, context.partition_key)
+    sequence, content = (load_checkpoint(artifacts.checkpoints_root(), data.dataset, name)
+                         for name in (config.sequence_model, LEARN))
+    for checkpoint in (sequence, content):
+        if checkpoint.item_ids != data.item_ids:
+            raise dg.Failure(f"checkpoint {checkpoint.path} was trained on another item vocabulary; "
+                             f"rematerialize {checkpoint.name}_model first")
+    if not isinstance(sequence.model, SASRec) or not isinstance(content.model, LEARNModel):
+        raise dg.Failure(f"a blend needs a SASRec-family and a LEARN checkpoint, got {sequence.kind} and "
+                         f"{content.kind}")
+    library_config = config.blend()
+    provenance = {**_component_facts("sequence", sequence), **_component_facts("content", content)}
+    context.log.info("blending %s with %s", provenance["sequence_checkpoint"], provenance["content_checkpoint"])
+
+    def train(_: EpochCallback) -> TrainingOutcome:
+        return TrainingOutcome.of(fit_blend(sequence.model, content.model, data, library_config), extra=provenance)
+
+    return train_tracked(context, mlflow, artifacts, data, BLEND, {**asdict(library_config), **provenance}, train)
+
