@@ -1,7 +1,8 @@
 """Evaluation asset: every trained model through the one leave-one-out evaluator, test reported once per model.
 
-Each model's checkpoint is the one its training asset selected on validation; here it is scored on
-validation (again, for the table) and on test, once, with the same full-ranking evaluator
+Each model's checkpoint is the one its training asset selected on validation; its validation metrics
+are the ones recorded then (scored again only under the history-removed protocol, which training does
+not use), and it is scored on test, once, with the same full-ranking evaluator
 (`ml/evaluate/ranking.py`: ties count against the model, history unmasked unless configured), plus
 the test slices of `ml/evaluate/slices.py`. The best retrieval model on validation NDCG@10 is
 registered in the MLflow model registry (`llmrec-<dataset>`; the publishing asset moves the alias
@@ -138,23 +139,28 @@ def model_evaluation(
         if checkpoint.item_ids != data.item_ids:
             raise ValueError(f"checkpoint {checkpoint.path} was trained on another item vocabulary; retrain {name}")
         # LEARN (alone or in a blend) embeds the whole catalogue once per block instead of once per scored batch.
+        info = checkpoint.manifest["info"]
         with model.cached_items() if isinstance(model, LEARN | ScoreBlend) else nullcontext():
-            valid = evaluate_model(model.score, valid_histories, valid_targets, config.batch_size,
-                                   mask_history=config.mask_history)
+            # Every training asset selected its checkpoint on exactly these validation metrics (history
+            # ranked, the same evaluator, the served scores): reuse them rather than score validation again.
+            if not config.mask_history and "best_valid" in info:
+                valid_metrics = dict(info["best_valid"])
+            else:
+                valid_metrics = evaluate_model(model.score, valid_histories, valid_targets, config.batch_size,
+                                               mask_history=config.mask_history).metrics
             # Test under both protocols from one scoring pass; the configured one is the headline.
             both = evaluate_protocols(model.score, test_histories, test_targets, config.batch_size)
         test, other = both[config.mask_history], both[not config.mask_history]
         slices = slice_metrics(test.ranks, masks)
-        info = checkpoint.manifest["info"]
         run_id = info["mlflow_run_id"]
         log_metrics(store, run_id, test.metrics, prefix="test_")
         log_metrics(store, run_id, other.metrics, prefix=f"{other_key}_")
         for slice_name, metrics in slices.items():
             log_metrics(store, run_id, metrics, prefix=f"test_{slice_name}_")
-        context.log.info("%s valid %s test %s", name, {k: round(v, 4) for k, v in valid.metrics.items()},
+        context.log.info("%s valid %s test %s", name, {k: round(v, 4) for k, v in valid_metrics.items()},
                          {k: round(v, 4) for k, v in test.metrics.items()})
         reports.append(ModelReport(
-            model=name, valid=valid.metrics, test=test.metrics, slices=slices, test_ranks=test.ranks,
+            model=name, valid=valid_metrics, test=test.metrics, slices=slices, test_ranks=test.ranks,
             extra={"checkpoint_version": checkpoint.version, "mlflow_run_id": run_id,
                    "mlflow_model_uri": info["mlflow_model_uri"], "best_epoch": info["best_epoch"],
                    other_key: other.metrics,

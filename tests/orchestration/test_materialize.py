@@ -5,6 +5,7 @@ two epochs), so the test stays within a few minutes on 2 CPU cores; everything e
 scale: a real MLflow store, real checkpoints, a real faiss index, queried at the end.
 """
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +15,8 @@ import pytest
 import torch
 
 from ml.data.embedding_store import embeddings_folder, read_embeddings
+from ml.data.sequences import load_sequences
+from ml.evaluate.ranking import evaluate_model
 from ml.index.publish import list_versions
 from ml.index.recommend import load_current, recommend
 from ml.models.checkpoints import history_encoder, load_checkpoint
@@ -196,6 +199,16 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     metric_rows = before["evaluation.model_metrics"]
     assert {(model, split) for model, split, *_ in metric_rows} == {
         (model, split) for model in MODELS for split in ("valid", "test")}
+    # Validation figures are the ones each model was selected on, and they are what its served scores give.
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        data = load_sequences(con, DATASET)
+    for name in ("blend", "content_sasrec"):
+        model = load_checkpoint(artifacts / "checkpoints", DATASET, name).model
+        with model.cached_items() if name == "blend" else nullcontext():
+            rescored = evaluate_model(model.score, *data.history("valid")).metrics
+        recorded = {metric: value for model_name, split, _, metric, value, _ in metric_rows
+                    if (model_name, split) == (name, "valid")}
+        assert recorded == pytest.approx(rescored, abs=1e-9), name
     versions = store.client().search_model_versions(f"name = 'llmrec-{DATASET}'")
     assert len(versions) == 1 and versions[0].tags["model"] == selected
     assert float(versions[0].tags["valid_ndcg_at_10"]) > 0
