@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", default="sasrec", help="the fixed ID-only model to compare with")
     parser.add_argument("--weights", type=float, nargs="+", default=list(DEFAULT_BLEND_WEIGHTS))
     parser.add_argument("--betas", type=float, nargs="+", default=list(DEFAULT_POPULARITY_BETAS))
+    parser.add_argument("--criterion", choices=["ndcg@10", "balanced"], default="ndcg@10")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="append one JSON line to this file")
     args = parser.parse_args(argv)
@@ -90,16 +91,17 @@ def main(argv: list[str] | None = None) -> int:
             test_row(f"{args.content} {content.version}", content.model, data)]
     started = time.perf_counter()
     fitted = fit_blend(sequence.model, content.model, data,
-                       BlendConfig(weights=tuple(args.weights), betas=tuple(args.betas)))
+                       BlendConfig(weights=tuple(args.weights), betas=tuple(args.betas), criterion=args.criterion))
     fit_seconds = time.perf_counter() - started
     extra = fitted.extra
-    rows.append(test_row(f"blend, rho {extra['blend_weight']:g}, beta {extra['popularity_beta']:g}", fitted.model,
-                         data))
+    rows.append(test_row(f"blend ({args.sequence} + {args.content}, {args.criterion}), rho {extra['blend_weight']:g}, "
+                         f"beta {extra['popularity_beta']:g}", fitted.model, data))
     print(f"blend fitted in {fit_seconds:.1f} s ({len(args.weights)} x {len(args.betas)} pairs); valid "
           f"{ {k: round(v, 4) for k, v in fitted.best_valid.items()} }\n\n{markdown(rows)}\n", flush=True)
     if args.out:
         with args.out.open("a") as out:
             out.write(json.dumps({"dataset": args.dataset, "components": [sequence.version, content.version],
+                                  "criterion": args.criterion, "weights": args.weights, "betas": args.betas,
                                   "fit_seconds": round(fit_seconds, 1), "valid": fitted.best_valid,
                                   **{k: v for k, v in extra.items()}, "rows": rows}) + "\n")
     return 0

@@ -17,10 +17,13 @@ Choices the sources leave open, and what we do:
   a fixed sample of validation users, because the two score scales differ by a factor of about 25
   (softmax logits against LEARN's temperature-scaled cosines) and a relative grid then means the
   same on every dataset (rho = 1: both spread alike);
-- rho and beta are chosen together, on validation only, by the popularity rule's criterion
-  (balanced NDCG@10: all users and long-tail-target users count the same); ties go to the smaller
-  rho, then the smaller beta. rho = 0 and beta = 0 are in every grid, so the blend can fall back to
-  the sequence model alone (`ml/train/blend_selection.py`);
+- rho and beta are chosen together, on validation only, by NDCG@10 over all users (`criterion:
+  ndcg@10`, the default): the metric every model's epoch and the published model are selected on,
+  so the blend competes with its components on equal terms and is published only when it is better
+  on validation. `criterion: balanced` uses the popularity rule's criterion instead (all users and
+  long-tail-target users count the same). Ties go to the smaller rho, then the smaller beta. rho = 0
+  and beta = 0 are in every grid, so the blend can fall back to the sequence model alone
+  (`ml/train/blend_selection.py`);
 - served as one inner product, so the published faiss index ranks exactly as `score`: user vector
   [u_seq, w u_learn, 1], item vector [i_seq, i_learn, offset_i] (`ml/models/checkpoints.py`).
 """
@@ -31,6 +34,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -40,6 +44,7 @@ from ml.models.learn import LEARN
 from ml.models.sasrec import DEFAULT_POPULARITY_BETAS, SASRec, log_popularity
 
 DEFAULT_BLEND_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+BlendCriterion = Literal["ndcg@10", "balanced"]
 
 
 def _check_grid(name: str, values: Sequence[float]) -> None:
@@ -57,8 +62,11 @@ class BlendConfig:
     betas: tuple[float, ...] = DEFAULT_POPULARITY_BETAS
     scale_sample_users: int = 2048  # validation users (the first ones, in split order) the score spreads are read on
     batch_size: int = 1024
+    criterion: BlendCriterion = "ndcg@10"  # validation NDCG@10 over all users, or balanced with the long tail
 
     def __post_init__(self) -> None:
+        if self.criterion not in get_args(BlendCriterion):
+            raise ValueError(f"criterion must be one of {get_args(BlendCriterion)}, got {self.criterion!r}")
         _check_grid("weights", self.weights)
         _check_grid("betas", self.betas)
         if self.scale_sample_users < 1 or self.batch_size < 1:

@@ -2,7 +2,8 @@
 
 Layout: `<root>/<dataset>/<model name>/<version>/` holds `model.pt` (kind, config, weights and, for
 LEARN and Content-SASRec, the frozen content matrix it was trained on, for EAGER its code tables and
-global features, for a blend both components' whole payloads, so a checkpoint is self-contained), `item_ids.json` (row j of every item matrix is
+global features, for a blend both components' whole payloads, so a checkpoint is
+self-contained), `item_ids.json` (row j of every item matrix is
 item_ids[j]) and `manifest.json` (kind, config, training info such as the MLflow run id and best
 epoch, the sha256 of both files). The version is a digest of the weights and the vocabulary, so
 retraining to identical weights keeps the version, and its manifest, of the run that first produced

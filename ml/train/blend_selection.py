@@ -3,8 +3,9 @@
 Nothing is trained: both components are the checkpoints their own training runs selected. The rule is
 the popularity adjustment's (`ml/train/popularity_adjustment.py`), extended to a second dimension:
 for every (rho, beta) of the grids, rank the validation targets by
-s_seq + rho x scale x s_learn - beta x log(1 + count), and keep the pair with the best balanced
-NDCG@10 (ties: smaller rho, then smaller beta). `scale` = std(s_seq) / std(s_learn) over a fixed
+s_seq + rho x scale x s_learn - beta x log(1 + count), and keep the pair with the best validation
+NDCG@10 (over all users by default, or balanced with the long-tail users: `BlendConfig.criterion`;
+ties: smaller rho, then smaller beta). `scale` = std(s_seq) / std(s_learn) over a fixed
 sample of validation users, so rho is the content model's share of the score spread. Each validation
 batch is scored once by each component; every pair is then only a sum and a ranking. The test split
 is never read.
@@ -25,7 +26,7 @@ from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks
 from ml.models.blend import BlendConfig, ScoreBlend, blend_scores
 from ml.models.learn import LEARN
 from ml.models.sasrec import SASRec, log_popularity
-from ml.train.popularity_adjustment import balanced_metrics
+from ml.train.popularity_adjustment import CRITERION, balanced_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def fit_blend(
     sequence_model: SASRec, content_model: LEARN, data: SequenceData, config: BlendConfig | None = None,
     slices: SliceConfig | None = None,
 ) -> BlendResult:
-    """Build the blend of the two trained models with the (rho, beta) of the best balanced validation NDCG@10."""
+    """Build the blend of the two trained models with the (rho, beta) of the best validation criterion."""
     config = config or BlendConfig()
     blend = ScoreBlend(sequence_model, content_model, config)  # zeroes the sequence model's own offset
     blend.eval()
@@ -90,12 +91,14 @@ def fit_blend(
         metrics[pair], balanced[pair] = balanced_metrics(ranks[pair], long_tail)
         logger.info("blend rho %.2f beta %.2f: valid ndcg@10 %.5f, balanced %.5f", *pair,
                     metrics[pair]["ndcg@10"], balanced[pair])
-    rho, beta = max(pairs, key=lambda pair: (balanced[pair], -pair[0], -pair[1]))
+    criterion = balanced if config.criterion == "balanced" else {pair: metrics[pair][CRITERION] for pair in pairs}
+    rho, beta = max(pairs, key=lambda pair: (criterion[pair], -pair[0], -pair[1]))
     blend.set_blend(rho * scale, counts, beta)
     best_valid = {key: value for key, value in metrics[(rho, beta)].items() if not key.startswith("long_tail_")}
     extra = {
         "blend_weight": rho, "blend_scale": scale, "popularity_beta": beta,
         "balanced_valid_ndcg@10": balanced[(rho, beta)],
+        "valid_ndcg@10_by_pair": {f"rho={r:g},beta={b:g}": round(metrics[(r, b)][CRITERION], 6) for r, b in pairs},
         "balanced_by_pair": {f"rho={r:g},beta={b:g}": round(value, 6) for (r, b), value in balanced.items()},
     }
     logger.info("blend: rho %.2f (weight %.4f), beta %.2f, valid %s", rho, rho * scale, beta, best_valid)

@@ -53,7 +53,7 @@ def balanced_score(all_users: float, long_tail: float | None) -> float:
 
 
 def balanced_metrics(ranks: np.ndarray, long_tail: np.ndarray) -> tuple[dict[str, float], float]:
-    """Validation metrics of `ranks` (with the long tail's criterion when any target is long-tail) and the balanced score."""
+    """Validation metrics of `ranks` (plus the long tail's criterion, if any); the balanced score."""
     metrics = ranking_metrics(ranks)
     tail = slice_metrics(ranks, {"long_tail": long_tail})["long_tail"].get(CRITERION)
     if tail is not None:

@@ -163,8 +163,10 @@ class LEARNTrainingConfig(dg.Config):
     max_epochs: int = Field(default=1000, description="Upper bound; max_steps and early stopping end sooner.")
     max_steps: int | None = Field(default=1400, description="Optimizer-step budget (about 8 Beauty epochs; "
                                   "null = max_epochs only).")
-    eval_every_steps: int | None = Field(default=175, description="Validate every this many steps (rounded up "
-                                         "to whole epochs; 175 = one Beauty epoch); null = every epoch.")
+    # Every 2 Beauty epochs: a validation costs about half an epoch here, and the quick budget's best
+    # epoch is its last one (validated anyway), so validating every epoch only spends the cold run's time.
+    eval_every_steps: int | None = Field(default=350, description="Validate every this many steps (rounded up "
+                                         "to whole epochs; 350 = two Beauty epochs); null = every epoch.")
     patience: int = Field(default=3, description="Validations in a row without a better NDCG@10 before stopping.")
     seed: int = 0
     device: str = "auto"

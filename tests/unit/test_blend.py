@@ -1,6 +1,7 @@
 """The blend of a SASRec-family model and LEARN: served scores, the validation rule, checkpoints, published vectors."""
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -75,11 +76,14 @@ def test_the_served_score_is_sequence_plus_weight_content_minus_beta_log_count(t
         ScoreBlend(SASRec(data.n_items + 1, SMALL), learn, GRID)
     with pytest.raises(ValueError, match="weights"):
         BlendConfig(weights=())
+    with pytest.raises(ValueError, match="criterion"):
+        BlendConfig(criterion="recall")  # type: ignore[arg-type]
 
 
-def test_the_rule_picks_the_best_balanced_validation_pair_as_the_served_model_scores_it(trained) -> None:
+@pytest.mark.parametrize("criterion", ["ndcg@10", "balanced"])
+def test_the_rule_picks_the_best_validation_pair_as_the_served_model_scores_it(trained, criterion) -> None:
     data, sequence, learn = trained
-    fitted = fit_blend(_fresh(sequence), _fresh(learn), data, GRID)
+    fitted = fit_blend(_fresh(sequence), _fresh(learn), data, replace(GRID, criterion=criterion))
     blend = fitted.model
     counts = item_train_counts(data.train, data.n_items)
     histories, targets = data.history("valid")
@@ -87,18 +91,22 @@ def test_the_rule_picks_the_best_balanced_validation_pair_as_the_served_model_sc
     scale = fitted.extra["blend_scale"]
     assert scale == pytest.approx(score_scale(blend.sequence_model, blend.content_model,
                                               list(histories[: GRID.scale_sample_users])), rel=1e-5)
-    slow = {}
+    slow, slow_balanced = {}, {}
     for rho in GRID.weights:
         for beta in GRID.betas:
             blend.set_blend(rho * scale, counts, beta)
             result = evaluate_model(blend.score, histories, targets)
-            slow[(rho, beta)] = balanced_score(result.metrics["ndcg@10"],
-                                               slice_metrics(result.ranks, {"t": tail})["t"].get("ndcg@10"))
+            slow[(rho, beta)] = result.metrics["ndcg@10"]
+            slow_balanced[(rho, beta)] = balanced_score(
+                result.metrics["ndcg@10"], slice_metrics(result.ranks, {"t": tail})["t"].get("ndcg@10"))
+    by_criterion = slow_balanced if criterion == "balanced" else slow
     chosen = (fitted.extra["blend_weight"], fitted.extra["popularity_beta"])
-    assert slow[chosen] == pytest.approx(max(slow.values()))
+    assert by_criterion[chosen] == pytest.approx(max(by_criterion.values()))
     for (rho, beta), value in slow.items():
-        assert fitted.extra["balanced_by_pair"][f"rho={rho:g},beta={beta:g}"] == pytest.approx(value, abs=1e-6)
-    assert len({round(value, 6) for value in slow.values()}) > 3, "the grid should really change the criterion"
+        key = f"rho={rho:g},beta={beta:g}"
+        assert fitted.extra["valid_ndcg@10_by_pair"][key] == pytest.approx(value, abs=1e-6)
+        assert fitted.extra["balanced_by_pair"][key] == pytest.approx(slow_balanced[(rho, beta)], abs=1e-6)
+    assert len({round(value, 6) for value in by_criterion.values()}) > 3, "the grid should change the criterion"
     # The fitted model serves the chosen pair.
     blend.set_blend(chosen[0] * scale, counts, chosen[1])
     assert evaluate_model(blend.score, histories, targets).metrics == pytest.approx(fitted.best_valid)
