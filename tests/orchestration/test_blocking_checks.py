@@ -1,5 +1,6 @@
 """Blocking checks stop the run downstream: bad ingested events block dbt; a model worse than popularity is not published."""
 
+import copy
 from pathlib import Path
 
 import dagster as dg
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 from ml.data.sequences import load_sequences
+from ml.models.blend import BlendConfig, ScoreBlend
 from ml.models.checkpoints import save_checkpoint
 from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
 from ml.models.eager import EAGER, EAGERConfig, StreamCodes
@@ -98,6 +100,9 @@ def test_a_model_worse_than_popularity_is_not_published(tmp_path: Path, warehous
         models["content_sasrec"][0].content_projection.weight.zero_()
         models["learn"][0].projection.weight.zero_()
         models["learn"][0].projection.bias.zero_()
+    # The blend of the two tied models (weight and offset zero, as a fresh blend has) ties every item too.
+    models["blend"] = (ScoreBlend(copy.deepcopy(models["content_sasrec"][0]), copy.deepcopy(models["learn"][0]),
+                                  BlendConfig()), BlendConfig())
     for name, (model, config) in models.items():
         run_id = start_training_run(store, "llmrec-training", name, {"model": name}, {})
         uri = log_model(store, run_id, model)
