@@ -12,25 +12,20 @@ No retraining, and nothing is written to the pipeline's stores.
 import argparse
 import json
 import logging
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import torch
-
-from benchmarks.training_benchmark import SLICES, warehouse_path
-from ml.data.sequences import SequenceData, load_sequences
+from benchmarks.training_benchmark import SLICES, current_checkpoint, trained_split
+from ml.data.sequences import SequenceData
 from ml.evaluate.ranking import evaluate_protocols
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
 from ml.models.blend import DEFAULT_BLEND_WEIGHTS
-from ml.models.checkpoints import Checkpoint, TrainedModule, load_checkpoint
+from ml.models.checkpoints import TrainedModule
 from ml.models.learn import LEARN
 from ml.models.sasrec import DEFAULT_POPULARITY_BETAS, SASRec
 from ml.train.blend_selection import BlendConfig, fit_blend
-from orchestration.resources import data_dir
 
 logger = logging.getLogger("benchmarks.blend")
 
@@ -58,13 +53,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _current(data: SequenceData, name: str) -> Checkpoint:
-    checkpoint = load_checkpoint(data_dir() / "checkpoints", data.dataset, name)
-    if checkpoint.item_ids != data.item_ids:
-        raise SystemExit(f"{name} {checkpoint.version} was trained on another vocabulary than the warehouse's")
-    return checkpoint
-
-
 def main(argv: list[str] | None = None) -> int:
     """Fit the blend on validation, score it, its components and the reference on test; print and record."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,12 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="append one JSON line to this file")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    with duckdb.connect(warehouse_path(), read_only=True) as con:
-        data = load_sequences(con, args.dataset)
-    sequence, content, reference = (_current(data, name) for name in (args.sequence, args.content, args.reference))
+    data = trained_split(args.dataset, args.threads)
+    sequence, content, reference = (current_checkpoint(data, name)
+                                    for name in (args.sequence, args.content, args.reference))
     if not isinstance(sequence.model, SASRec) or not isinstance(content.model, LEARN):
         raise SystemExit(f"need a SASRec-family and a LEARN checkpoint, got {sequence.kind} and {content.kind}")
     rows = [test_row(f"{args.reference} {reference.version} (as served)", reference.model, data),

@@ -13,21 +13,15 @@ as the same training run with it would serve. Nothing is written to the pipeline
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import torch
-
-from benchmarks.training_benchmark import SLICES, warehouse_path
-from ml.data.sequences import SequenceData, load_sequences
+from benchmarks.training_benchmark import SLICES, current_checkpoint, trained_split
+from ml.data.sequences import SequenceData
 from ml.evaluate.ranking import evaluate_protocols
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
-from ml.models.checkpoints import load_checkpoint
 from ml.models.sasrec import DEFAULT_POPULARITY_BETAS, SASRec
 from ml.train.popularity_adjustment import PopularityChoice, choose_popularity_adjustment
-from orchestration.resources import data_dir
 
 logger = logging.getLogger("benchmarks.popularity_adjustment")
 
@@ -82,17 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="append one JSON line per model to this file")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    with duckdb.connect(warehouse_path(), read_only=True) as con:
-        data = load_sequences(con, args.dataset)
+    data = trained_split(args.dataset, args.threads)
     for name in args.models:
-        checkpoint = load_checkpoint(data_dir() / "checkpoints", args.dataset, name)
+        checkpoint = current_checkpoint(data, name)
         if not isinstance(checkpoint.model, SASRec):
             raise SystemExit(f"{name} is a {checkpoint.kind} checkpoint: the adjustment is for SASRec-family models")
-        if checkpoint.item_ids != data.item_ids:
-            raise SystemExit(f"{name} {checkpoint.version} was trained on another vocabulary than the warehouse's")
         choice = choose_popularity_adjustment(checkpoint.model, data, args.betas)
         chosen = choice.beta
         records = frontier(checkpoint.model, data, choice)

@@ -43,6 +43,7 @@ from ml.data.embedding_store import read_item_content
 from ml.data.sequences import SequenceData, load_sequences
 from ml.evaluate.ranking import evaluate_model, evaluate_protocols
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
+from ml.models.checkpoints import Checkpoint, load_checkpoint
 from ml.models.eager import EAGER
 from ml.models.learn import LEARN
 from ml.models.popularity import PopularityModel
@@ -99,6 +100,23 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 def warehouse_path() -> str:
     """The DuckDB file the pipeline writes (its env var, else the default under the data folder)."""
     return os.environ.get(WAREHOUSE_ENV, str(data_dir() / "warehouse" / "llmrec.duckdb"))
+
+
+def trained_split(dataset: str, threads: int | None) -> SequenceData:
+    """Set up a benchmark over trained checkpoints: INFO logs to stderr, torch threads, the warehouse's split."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    if threads:
+        torch.set_num_threads(threads)
+    with duckdb.connect(warehouse_path(), read_only=True) as con:
+        return load_sequences(con, dataset)
+
+
+def current_checkpoint(data: SequenceData, name: str) -> Checkpoint:
+    """The CURRENT checkpoint of model `name` for `data`'s dataset; exits when it has another vocabulary."""
+    checkpoint = load_checkpoint(data_dir() / "checkpoints", data.dataset, name)
+    if checkpoint.item_ids != data.item_ids:
+        raise SystemExit(f"{name} {checkpoint.version} was trained on another vocabulary than the warehouse's")
+    return checkpoint
 
 
 def _content(data: SequenceData, source: str) -> np.ndarray:
