@@ -14,6 +14,8 @@ export DO_NOT_TRACK ?= 1
 DATASET ?=
 # Empty = the quick CPU training defaults; PRESET=converged trains until validation stalls.
 PRESET ?=
+# Empty = every asset; e.g. SELECT="blend_model model_evaluation published_index" re-runs only those.
+SELECT ?=
 
 .PHONY: install prepare run backfill dev test lint benchmark clean
 
@@ -47,7 +49,7 @@ prepare: install
 
 # Main job: materialize the whole asset graph for one dataset and print where the results are.
 run: prepare
-	$(BIN)/python -m orchestration.cli run $(if $(DATASET),--dataset $(DATASET)) $(if $(PRESET),--preset $(PRESET)) $(if $(QUICK),--quick-assets $(QUICK))
+	$(BIN)/python -m orchestration.cli run $(if $(DATASET),--dataset $(DATASET)) $(if $(PRESET),--preset $(PRESET)) $(if $(QUICK),--quick-assets $(QUICK)) $(if $(SELECT),--select $(SELECT))
 
 # Backfill: the whole graph for every registered dataset, one partition after another.
 backfill: prepare

@@ -39,14 +39,24 @@ def _instance() -> dg.DagsterInstance:
 
 
 def run_partition(job_name: str, dataset: str, instance: dg.DagsterInstance, preset: str = "quick",
-                  keep_quick: Sequence[str] = ()) -> bool:
+                  keep_quick: Sequence[str] = (), select: Sequence[str] = ()) -> bool:
     """Execute a job for one dataset partition in process (training `preset`, `keep_quick` assets at the
-    quick defaults); True when every step succeeded."""
+    quick defaults, only the `select` assets when given); True when every step succeeded."""
     job = defs.resolve_job_def(job_name)
     run_config = preset_run_config(preset, keep_quick) if job_name == "full_pipeline_job" else {}
-    tags = {"training_preset": preset, **({"quick_assets": ",".join(keep_quick)} if keep_quick else {})}
+    selection = None
+    if select:
+        known = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+        unknown = sorted(set(select) - known)
+        if unknown:
+            raise SystemExit(f"--select: {unknown} are not assets of {job_name}; known: {sorted(known)}")
+        selection = [dg.AssetKey.from_user_string(name) for name in select]
+        # Dagster refuses config for ops outside the selection.
+        run_config = {"ops": {op: config for op, config in run_config.get("ops", {}).items() if op in select}}
+    tags = {"training_preset": preset, **({"quick_assets": ",".join(keep_quick)} if keep_quick else {}),
+            **({"selected_assets": ",".join(select)} if select else {})}
     result = job.execute_in_process(run_config=run_config, partition_key=dataset, instance=instance,
-                                    raise_on_error=False, tags=tags)
+                                    raise_on_error=False, tags=tags, asset_selection=selection)
     if not result.success:
         failed = [event.step_key for event in result.all_events if event.is_step_failure]
         logger.error("run %s for %s failed at steps %s", result.run_id, dataset, failed)
@@ -121,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--quick-assets", nargs="+", default=[], choices=sorted(TRAINING_PRESETS["converged"]),
                      help="training assets that keep the quick defaults under --preset (eager_model: its "
                           "converged preset takes hours on CPU)")
+    run.add_argument("--select", nargs="+", default=[], metavar="ASSET",
+                     help="materialize only these assets (e.g. blend_model model_evaluation published_index "
+                          "to re-blend and re-publish over the current checkpoints)")
     backfill = commands.add_parser("backfill", help="materialize the whole graph for several datasets")
     backfill.add_argument("--datasets", nargs="*", default=registry.names, choices=registry.names)
     backfill.add_argument("--job", default="full_pipeline_job", choices=JOB_NAMES)
@@ -147,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     instance = _instance()
     preset = getattr(args, "preset", "quick")
     keep_quick = getattr(args, "quick_assets", [])
-    failed = [dataset for dataset in datasets if not run_partition(args.job, dataset, instance, preset, keep_quick)]
+    select = getattr(args, "select", [])
+    failed = [dataset for dataset in datasets
+              if not run_partition(args.job, dataset, instance, preset, keep_quick, select)]
     for dataset in datasets:
         if dataset not in failed:
             print_results(dataset)

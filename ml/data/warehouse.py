@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -16,6 +18,22 @@ logger = logging.getLogger(__name__)
 # Opens the warehouse for one short piece of work and closes it (e.g. `WarehouseResource.connect`):
 # long computations take one of these instead of a connection, so no lock is held while they run.
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+
+# DuckDB's buffer pool defaults to 80% of the machine's memory and a 10M-event build fills it (8 GB
+# measured); a cap makes DuckDB spill sorts and joins to disk instead. dbt reads the same variable
+# (transforms/profiles.yml), so ingestion, dbt and the assets share one cap.
+MEMORY_LIMIT_ENV = "LLMREC_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "2GB"
+_MEMORY_LIMIT_PATTERN = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
+
+
+def memory_limit() -> str:
+    """DuckDB's memory_limit for every warehouse connection: LLMREC_DUCKDB_MEMORY_LIMIT, else 2GB."""
+    value = os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT).strip()
+    if not _MEMORY_LIMIT_PATTERN.match(value):
+        raise ValueError(f"{MEMORY_LIMIT_ENV}={value!r} is not a size such as 2GB or 1500MB")
+    return value
 
 
 class WarehouseLocked(RuntimeError):
@@ -32,6 +50,8 @@ def open_warehouse(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the DuckDB file at `path`, closed afterwards; waits up to `wait_s` for another process's lock.
 
+    The connection's memory is capped by `memory_limit()`.
+
     DuckDB lets one process write, or several read, a file. A step of the pipeline holds the file only
     briefly (read inputs, close, compute, reopen to write), so a short wait with backoff gets through;
     past `wait_s` the error says who to wait for instead of DuckDB's raw IOException.
@@ -41,7 +61,7 @@ def open_warehouse(
     delay = 0.1
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit()})
             break
         except duckdb.Error as error:
             if not _is_lock_error(error):

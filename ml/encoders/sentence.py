@@ -25,7 +25,7 @@ def packaged_minilm_dir() -> Path:
 class SentenceEncoder:
     """Mean-pooled, L2-normalized sentence embeddings from a local sentence-transformers model folder."""
 
-    def __init__(self, model_dir: Path | None = None, device: str = "auto", batch_size: int = 64) -> None:
+    def __init__(self, model_dir: Path | None = None, device: str = "auto", batch_size: int = 16) -> None:
         # Weights come from disk only: a model hub is unreachable here, so any download attempt must fail fast.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer

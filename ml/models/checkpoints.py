@@ -243,13 +243,21 @@ def user_vectors(model: RetrievalModel, histories: Sequence[np.ndarray], batch_s
     """(n_users, dim) float32 query vectors, one per (non-empty) history of item indices (`item_vectors`' width)."""
     model.eval()
     with_bias = _served_bias(model) is not None
+    # Shortest histories first, as the evaluator does: a batch is padded to its longest history and most
+    # are short (5x faster on Beauty's 22k users); rows go back to the callers' order at the end.
+    order = np.argsort([len(items) for items in histories], kind="stable")
     chunks = []
-    for start in range(0, len(histories), batch_size):
-        vectors = model.user_embedding(histories[start : start + batch_size])
+    for start in range(0, len(order), batch_size):
+        vectors = model.user_embedding([histories[row] for row in order[start : start + batch_size]])
         if with_bias:  # the constant 1 that multiplies each item's offset column
             vectors = torch.cat([vectors, torch.ones(len(vectors), 1, device=vectors.device)], dim=1)
         chunks.append(vectors.cpu().numpy())
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 0), np.float32)
+    if not chunks:
+        return np.zeros((0, 0), np.float32)
+    sorted_vectors = np.concatenate(chunks).astype(np.float32)
+    vectors_in_order = np.empty_like(sorted_vectors)
+    vectors_in_order[order] = sorted_vectors
+    return vectors_in_order
 
 
 def history_encoder(checkpoint: Checkpoint) -> Callable[[list[str]], np.ndarray]:

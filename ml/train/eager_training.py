@@ -82,10 +82,16 @@ def train_eager(
                 "streams %s, device %s", data.dataset, data.n_items, len(targets), steps_per_epoch,
                 budget.max_epochs, budget.eval_every, "+".join(config.active_streams), device)
 
+    steps_taken = 0  # optimizer steps over all epochs: `max_steps` ends training mid-epoch, exactly
+
     def train_epoch() -> dict[str, float]:
+        nonlocal steps_taken
         model.train()
         sums: dict[str, float] = {}
+        steps = 0
         for batch in bucketed_batches(lengths, config.batch_size, generator, config.bucket_batches):
+            if config.max_steps is not None and steps_taken >= config.max_steps:
+                break
             batch_histories = histories[batch]
             # Cut the columns that are padding in every row (outputs do not depend on them).
             width = max(1, int((batch_histories != 0).sum(dim=1).max()))
@@ -95,10 +101,13 @@ def train_eager(
             losses.total.backward()
             optimizer.step()
             scheduler.step()
+            steps += 1
+            steps_taken += 1
             for name, value in {"loss": float(losses.total.detach()), **losses.terms}.items():
                 sums[name] = sums.get(name, 0.0) + value
-        record = {name: value / steps_per_epoch for name, value in sums.items()}
+        record = {name: value / max(1, steps) for name, value in sums.items()}
         record["lr"] = scheduler.get_last_lr()[0]
+        record["steps"] = float(steps)
         return record
 
     def validate() -> dict[str, float]:

@@ -197,11 +197,12 @@ def test_leave_one_out_split_of_the_kcore_sequences(built: dict, dataset: str) -
 
 
 def test_dbt_unit_tests_pass(built: dict) -> None:
-    """The YAML unit tests (dedup, session gap boundary and ties, k-core chain, split, item text)."""
+    """The YAML unit tests (dedup, session gap boundary and ties, split, item text); the k-core model is
+    Python, its pass loop is tested in test_kcore_model.py."""
     # dbt unit tests read column types from the built relations, so they run on the built warehouse.
     result = run_dbt("test", "--select", "test_type:unit", "--vars", '{"dataset": "unit"}',
                      env={"LLMREC_DUCKDB_PATH": str(built["warehouse"])})
-    assert "PASS=9" in result.stdout
+    assert "PASS=7" in result.stdout
 
 
 def test_a_log_without_timestamps_is_split_by_event_id_and_has_no_sessions(built: dict) -> None:

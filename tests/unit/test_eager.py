@@ -166,3 +166,11 @@ def test_tiny_training_learns_a_fixed_pattern_and_reloads_to_the_same_rankings(t
     loaded = load_checkpoint(tmp_path, "cycle", "eager")
     np.testing.assert_array_equal(evaluate_model(loaded.model.score, histories, targets).ranks, before)
     np.testing.assert_array_equal(loaded.model.stream_codes["semantic"].codes, _streams()["semantic"].codes)
+
+
+def test_the_step_budget_stops_training_mid_epoch_after_exactly_max_steps() -> None:
+    """48 users x 7 examples at batch 32 is 11 steps an epoch: a budget of 15 runs one whole epoch and 4 steps."""
+    data = _cycle_data()
+    config = EAGERConfig(**{**TINY, "max_steps": 15, "eval_every": 1, "max_epochs": 30})
+    result = train_eager(data, _streams(), config)
+    assert [record["steps"] for record in result.history] == [11.0, 4.0]

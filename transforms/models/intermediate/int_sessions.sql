@@ -9,21 +9,12 @@ with interactions as (
 
 ),
 
-in_ms as (
+keys as (
 
+    -- The windows sort these narrow keys only; the payload (review text included) joins back once.
     -- timestamp_s holds ms logs divided by 1000; rounding back recovers their exact integers.
-    select *, round(timestamp_s * 1000)::bigint as timestamp_ms from interactions
-
-),
-
-with_previous as (
-
-    select
-        *,
-        lag(timestamp_ms) over (
-            partition by user_id order by timestamp_s, event_order, ingest_order
-        ) as previous_timestamp_ms
-    from in_ms
+    select ingest_order, user_id, timestamp_s, event_order, round(timestamp_s * 1000)::bigint as timestamp_ms
+    from interactions
 
 ),
 
@@ -33,46 +24,65 @@ flagged as (
     -- events with equal timestamps always share a session. A log without timestamps has no
     -- sessions: every session column stays NULL.
     select
-        *,
+        ingest_order,
+        user_id,
+        timestamp_s,
+        event_order,
         case
             when timestamp_ms is null then null
-            when previous_timestamp_ms is null then 1
-            when timestamp_ms - previous_timestamp_ms > {{ gap_ms }} then 1
+            when lag(timestamp_ms) over by_time is null then 1
+            when timestamp_ms - lag(timestamp_ms) over by_time > {{ gap_ms }} then 1
             else 0
-        end as is_session_start
-    from with_previous
+        end as is_session_start,
+        row_number() over by_time as user_position
+    from keys
+    window by_time as (partition by user_id order by timestamp_s, event_order, ingest_order)
 
 ),
 
 numbered as (
 
+    -- One running window (one sort) gives both the session number and where the session began.
     select
-        *,
-        sum(is_session_start) over (
-            partition by user_id order by timestamp_s, event_order, ingest_order
-            rows between unbounded preceding and current row
-        ) as session_number
+        ingest_order,
+        user_id,
+        user_position,
+        sum(is_session_start) over running as session_number,
+        max(case when is_session_start = 1 then user_position end) over running as session_first_position
     from flagged
+    window running as (
+        partition by user_id order by timestamp_s, event_order, ingest_order
+        rows between unbounded preceding and current row
+    )
+
+),
+
+sessions as (
+
+    select
+        ingest_order,
+        session_number,
+        user_position - session_first_position + 1 as position_in_session,
+        count(*) over (partition by user_id, session_number) as session_length
+    from numbered
 
 )
 
 select
-    dataset,
-    user_id,
-    item_id,
-    event_id,
-    event_order,
-    ingest_order,
-    timestamp_s,
-    event_at,
-    event_type,
-    rating,
-    review_text,
-    user_id || '#' || session_number as session_id,
-    session_number,
-    case when session_number is not null then row_number() over (
-        partition by user_id, session_number order by timestamp_s, event_order, ingest_order
-    ) end as position_in_session,
-    case when session_number is not null then count(*) over (partition by user_id, session_number)
-    end as session_length
-from numbered
+    interactions.dataset,
+    interactions.user_id,
+    interactions.item_id,
+    interactions.event_id,
+    interactions.event_order,
+    interactions.ingest_order,
+    interactions.timestamp_s,
+    interactions.event_at,
+    interactions.event_type,
+    interactions.rating,
+    interactions.review_text,
+    interactions.user_id || '#' || sessions.session_number as session_id,
+    sessions.session_number,
+    sessions.position_in_session,
+    case when sessions.session_number is not null then sessions.session_length end as session_length
+from interactions
+inner join sessions using (ingest_order)

@@ -8,13 +8,25 @@ with kcore as (
 
 ordered as (
 
+    -- One sort of narrow keys gives both the position and the length (the whole-partition frame);
+    -- the payload joins back once.
     select
-        *,
-        row_number() over (
+        ingest_order,
+        row_number() over by_time as sequence_position,
+        count(*) over (
             partition by user_id order by timestamp_s, event_order, ingest_order
-        ) as sequence_position,
-        count(*) over (partition by user_id) as sequence_length
+            rows between unbounded preceding and unbounded following
+        ) as sequence_length
     from kcore
+    window by_time as (partition by user_id order by timestamp_s, event_order, ingest_order)
+
+),
+
+positioned as (
+
+    select kcore.*, ordered.sequence_position, ordered.sequence_length
+    from kcore
+    inner join ordered using (ingest_order)
 
 )
 
@@ -41,6 +53,6 @@ select
     session_id,
     position_in_session,
     session_length
-from ordered
+from positioned
 -- Users too short for train + validation + test are left out; dataset_stats counts them.
 where sequence_length >= {{ min_length }}

@@ -13,49 +13,35 @@ with source as (
 
 ),
 
-typed as (
+first_copies as (
 
+    -- An exact duplicate repeats every field of an earlier event; only the first copy (lowest line)
+    -- is kept. A hash aggregation, not a window: no sort of the whole log.
     select
-        dataset,
         user_id,
         item_id,
         event_id,
-        -- Order within equal timestamps: the log's event id when it has one, else its line order.
-        coalesce(event_id, ingest_order) as event_order,
-        ingest_order,
         timestamp_s,
-        to_timestamp(timestamp_s) as event_at,
         event_type,
         rating,
-        review_text
+        review_text,
+        min(ingest_order) as ingest_order
     from source
-
-),
-
-numbered as (
-
-    -- An exact duplicate repeats every field of an earlier event; only the first copy is kept.
-    select
-        *,
-        row_number() over (
-            partition by user_id, item_id, event_id, timestamp_s, event_type, rating, review_text
-            order by ingest_order
-        ) as copy_number
-    from typed
+    group by user_id, item_id, event_id, timestamp_s, event_type, rating, review_text
 
 )
 
 select
-    dataset,
+    {{ dataset_literal() }} as dataset,
     user_id,
     item_id,
     event_id,
-    event_order,
+    -- Order within equal timestamps: the log's event id when it has one, else its line order.
+    coalesce(event_id, ingest_order) as event_order,
     ingest_order,
     timestamp_s,
-    event_at,
+    to_timestamp(timestamp_s) as event_at,
     event_type,
     rating,
     review_text
-from numbered
-where copy_number = 1
+from first_copies
