@@ -4,7 +4,8 @@ What is measured, on one synthetic event log generated deterministically with Du
 
 * generation: writing the gzip JSON-lines event log and item catalog (reported apart, not compared);
 * "ours": the pipeline as Dagster runs it for one dataset partition, i.e. `ml.data.ingest.ingest_dataset`
-  into a fresh DuckDB file, then `dbt build` (models + tests) as a subprocess with the partition's vars;
+  into a fresh DuckDB file (in a child process, timed inside it, with the warehouse's memory cap), then
+  `dbt build` (models + tests) as a subprocess with the partition's vars; each one's peak RSS is polled;
 * "direct": one DuckDB connection, in one script run, reading the same file with `read_json`, removing
   exact duplicates, sessionizing (30-minute gap), iterating the 5-core to its fixed point with a Python
   loop of DELETE statements, and writing the leave-one-out split to a table.
@@ -46,8 +47,10 @@ TIMESTAMP_SPAN_S = 100_000_000
 # Each user is active around a few anchor times; events fall in a window after one of them.
 ANCHORS_PER_USER = 4
 ANCHOR_WINDOW_S = 7_200
-# How often the dbt subprocess's peak memory (VmHWM, a running maximum) is read.
+# How often a child process's peak memory (VmHWM, a running maximum) is read.
 RSS_POLL_S = 0.2
+# The line the ingestion child prints its seconds on.
+INGEST_RESULT = "ingestion seconds: "
 
 logger = logging.getLogger("data_layer_benchmark")
 T = TypeVar("T")
@@ -77,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic log")
     parser.add_argument("--workdir", type=Path, default=None, help="work folder (default: a fresh temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder afterwards")
+    parser.add_argument("--ingest-only", nargs=2, type=Path, metavar=("REGISTRY", "WAREHOUSE"),
+                        help=argparse.SUPPRESS)  # the ingestion child process of a benchmark run
     args = parser.parse_args(argv)
     args.users = args.users if args.users is not None else max(1, args.events // 20)
     args.items = args.items if args.items is not None else max(1, args.events // 50)
@@ -211,21 +216,36 @@ def write_registry(workdir: Path) -> Path:
 # ---------------------------------------------------------------- ours: ingestion + dbt
 
 
-def run_ingestion(registry_file: Path, warehouse: Path) -> None:
-    """Ingest the synthetic dataset into `warehouse` exactly as the Dagster raw asset does."""
+def run_ingestion(registry_file: Path, warehouse: Path) -> float:
+    """Ingest the synthetic dataset into `warehouse` exactly as the Dagster raw asset does; return its seconds.
+
+    Runs in this process; `run_ingestion_process` runs it in a child so that its memory is its own.
+    """
     from ml.data.ingest import ingest_dataset
     from ml.data.registry import load_registry
+    from ml.data.warehouse import open_warehouse
 
     registry = load_registry(registry_file)
-    con = duckdb.connect(str(warehouse))
-    try:
+    start = time.perf_counter()
+    with open_warehouse(warehouse) as con:  # the asset's connection: the same memory cap
         report = ingest_dataset(con, registry, DATASET)
-    finally:
-        con.close()
+    seconds = time.perf_counter() - start
     if report.events_quarantined or report.quarantined.get("items"):
         raise SystemExit(
             f"ingestion quarantined synthetic rows, the log generator is wrong: {report.quarantined}"
         )
+    return seconds
+
+
+def run_ingestion_process(registry_file: Path, warehouse: Path, log_file: Path) -> tuple[float, float]:
+    """Ingestion in a child process: (its seconds, measured inside, without interpreter start-up; its peak RSS MB)."""
+    command = [sys.executable, "-m", "benchmarks.data_layer_benchmark", "--ingest-only",
+               str(registry_file), str(warehouse)]
+    peak_mb = run_polled(command, log_file, PROJECT_ROOT)
+    lines = [line for line in log_file.read_text(encoding="utf-8").splitlines() if line.startswith(INGEST_RESULT)]
+    if not lines:
+        raise SystemExit(f"the ingestion process printed no {INGEST_RESULT!r} line; see {log_file}")
+    return float(lines[-1].removeprefix(INGEST_RESULT)), peak_mb
 
 
 def dbt_command(registry_file: Path, workdir: Path) -> list[str]:
@@ -241,12 +261,12 @@ def dbt_command(registry_file: Path, workdir: Path) -> list[str]:
     ]
 
 
-def run_dbt(command: list[str], log_file: Path) -> float:
-    """Run a dbt command (output to `log_file`), failing if dbt fails; return its own peak RSS in MB."""
-    logger.info("dbt command: %s (output in %s)", " ".join(command), log_file)
+def run_polled(command: list[str], log_file: Path, cwd: Path) -> float:
+    """Run a command (output to `log_file`), failing if it fails; return its own peak RSS in MB."""
+    logger.info("command: %s (output in %s)", " ".join(command), log_file)
     peak_kb = 0
     with log_file.open("w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=DBT_PROJECT_DIR)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
         while True:
             try:
                 returncode = process.wait(timeout=RSS_POLL_S)
@@ -256,6 +276,17 @@ def run_dbt(command: list[str], log_file: Path) -> float:
     if returncode != 0:
         raise subprocess.CalledProcessError(returncode, command)
     return peak_kb / 1024
+
+
+def dbt_step_seconds(target_path: Path) -> dict[str, float]:
+    """Seconds of each model, and of all data tests and all unit tests together, from dbt's run_results.json."""
+    results = json.loads((target_path / "run_results.json").read_text(encoding="utf-8"))["results"]
+    seconds: dict[str, float] = {}
+    for node in results:
+        kind, name = node["unique_id"].split(".")[0], node["unique_id"].split(".")[-1]
+        key = name if kind == "model" else f"{kind}s (all)"
+        seconds[key] = seconds.get(key, 0.0) + float(node["execution_time"])
+    return {key: round(value, 2) for key, value in sorted(seconds.items(), key=lambda item: -item[1])}
 
 
 def high_water_rss_kb(pid: int) -> int:
@@ -435,11 +466,12 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     ours_db, direct_db = workdir / "ours.duckdb", workdir / "direct.duckdb"
     # dbt's profile and the orchestration package read the warehouse path from this variable.
     os.environ["LLMREC_DUCKDB_PATH"] = str(ours_db)
-    _, ingestion_s = timed("ours: ingestion", lambda: run_ingestion(registry_file, ours_db))
-    rss_after_ingestion = peak_rss_mb(resource.RUSAGE_SELF)
+    (ingestion_s, ingestion_peak_rss), _ = timed(
+        "ours: ingestion", lambda: run_ingestion_process(registry_file, ours_db, workdir / "ingestion.log"))
     # Built before timing: importing the orchestration package (Dagster) is not part of the dbt run.
     command = dbt_command(registry_file, workdir)
-    dbt_peak_rss, dbt_s = timed("ours: dbt build", lambda: run_dbt(command, workdir / "dbt_build.log"))
+    dbt_peak_rss, dbt_s = timed("ours: dbt build", lambda: run_polled(command, workdir / "dbt_build.log",
+                                                                      DBT_PROJECT_DIR))
     passes, direct_s = timed("direct: DuckDB SQL", lambda: run_direct(workdir / "events.jsonl.gz", direct_db))
     ours = ours_counts(ours_db)
     verify(ours, direct_counts(direct_db, passes), ours_db, direct_db)
@@ -461,11 +493,12 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "ratio_ours_over_direct": round(ours_s / direct_s, 2),
         # ru_maxrss is a running maximum: each figure covers every phase before it in this process.
         "peak_rss_self_after_generation_mb": round(rss_after_generation, 1),
-        "peak_rss_self_after_ingestion_mb": round(rss_after_ingestion, 1),
+        "peak_rss_ingestion_polled_mb": round(ingestion_peak_rss, 1),
         "peak_rss_self_mb": round(peak_rss_mb(resource.RUSAGE_SELF), 1),
         # Linux counts a child's RSS from before its exec (this process's), so this is >= our RSS then.
         "peak_rss_children_mb": round(peak_rss_mb(resource.RUSAGE_CHILDREN), 1),
         "peak_rss_dbt_polled_mb": round(dbt_peak_rss, 1),
+        "dbt_step_s": dbt_step_seconds(workdir / "dbt_target"),
         "workdir": str(workdir),
     }
 
@@ -486,10 +519,13 @@ def format_report(results: dict[str, Any]) -> str:
         f"ratio ours / direct            {results['ratio_ours_over_direct']:.2f}x",
         f"peak RSS, this process         {results['peak_rss_self_mb']:.0f} MB (all phases)",
         f"  ... up to end of generation  {results['peak_rss_self_after_generation_mb']:.0f} MB",
-        f"  ... up to end of ingestion   {results['peak_rss_self_after_ingestion_mb']:.0f} MB",
+        f"peak RSS, ingestion (polled)   {results['peak_rss_ingestion_polled_mb']:.0f} MB "
+        "(its own process, as the Dagster step; seconds timed inside it)",
         f"peak RSS, children (getrusage) {results['peak_rss_children_mb']:.0f} MB "
-        "(dbt; floored at this process's RSS when dbt was spawned)",
+        "(ingestion or dbt; floored at this process's RSS when they were spawned)",
         f"peak RSS, dbt (polled VmHWM)   {results['peak_rss_dbt_polled_mb']:.0f} MB",
+        "dbt steps (dbt's own timing; the rest of the build is dbt start-up and parsing):",
+        *(f"  {name:<28} {seconds:.2f} s" for name, seconds in results["dbt_step_s"].items()),
     ]
     return "\n".join(lines) + "\n"
 
@@ -498,6 +534,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the benchmark in the work folder, print and save the figures."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    if args.ingest_only:
+        seconds = run_ingestion(*args.ingest_only)
+        sys.stdout.write(f"{INGEST_RESULT}{seconds:.3f}\n")
+        return
     workdir = args.workdir if args.workdir is not None else Path(tempfile.mkdtemp(prefix="llmrec-bench-"))
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -50,11 +50,11 @@ from ml.models.popularity import PopularityModel
 from ml.train.content_sasrec_training import train_content_sasrec
 from ml.train.eager_training import train_eager
 from ml.train.learn_training import train_learn
+from ml.train.presets import TRAINING_PRESETS
 from ml.train.sasrec_training import train_sasrec
 from orchestration.assets.generative import STREAM_SOURCES, EAGERTrainingConfig
 from orchestration.assets.training import (
     CONTENT_SETS,
-    TRAINING_PRESETS,
     ContentSASRecTrainingConfig,
     LEARNTrainingConfig,
     SASRecTrainingConfig,

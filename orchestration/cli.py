@@ -22,9 +22,9 @@ from ml.data.warehouse import open_warehouse
 from ml.index.publish import index_folder, rollback
 from ml.index.recommend import load_current, recommend
 from ml.models.checkpoints import history_encoder, load_checkpoint
+from ml.train.presets import TRAINING_PRESETS, preset_run_config
 from orchestration.assets.evaluation import RESULTS_FILE
 from orchestration.assets.summary import HEADLINE_COLUMNS
-from orchestration.assets.training import TRAINING_PRESETS, preset_run_config
 from orchestration.definitions import defs
 from orchestration.resources import WAREHOUSE_ENV, data_dir, mlflow_dir, registry_path
 

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from orchestration.assets.training import preset_run_config
+from ml.train.presets import preset_run_config
 from orchestration.jobs import full_pipeline_job
 from orchestration.resources import DatasetRegistryResource
 

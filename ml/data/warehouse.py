@@ -30,10 +30,44 @@ _MEMORY_LIMIT_PATTERN = re.compile(r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB
 
 def memory_limit() -> str:
     """DuckDB's memory_limit for every warehouse connection: LLMREC_DUCKDB_MEMORY_LIMIT, else 2GB."""
-    value = os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT).strip()
-    if not _MEMORY_LIMIT_PATTERN.match(value):
-        raise ValueError(f"{MEMORY_LIMIT_ENV}={value!r} is not a size such as 2GB or 1500MB")
-    return value
+    value = os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)
+    try:
+        return _checked_size(value)
+    except ValueError as error:
+        raise ValueError(f"{MEMORY_LIMIT_ENV}: {error}") from None
+
+
+@contextmanager
+def memory_capped(con: duckdb.DuckDBPyConnection, limit: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Run the block with the connection's memory_limit lowered to `limit` (never raised), restored after."""
+    row = con.execute("select current_setting('memory_limit')").fetchone()
+    previous = str(row[0]) if row else None
+    lowered = previous is None or size_bytes(limit) < size_bytes(previous)
+    if lowered:
+        con.execute(f"set memory_limit = '{_checked_size(limit)}'")
+    try:
+        yield con
+    finally:
+        if lowered and previous is not None:
+            con.execute(f"set memory_limit = '{previous}'")
+
+
+_UNIT_BYTES = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def size_bytes(size: str) -> float:
+    """Bytes of a DuckDB size such as 2GB or 1.8 GiB (DuckDB's GB are 1000^3, GiB 1024^3)."""
+    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*$", size)
+    if not match or match.group(2).lower() not in _UNIT_BYTES:
+        raise ValueError(f"{size!r} is not a size such as 2GB or 1500MB")
+    return float(match.group(1)) * _UNIT_BYTES[match.group(2).lower()]
+
+
+def _checked_size(value: str) -> str:
+    if not _MEMORY_LIMIT_PATTERN.match(value.strip()):
+        raise ValueError(f"{value!r} is not a size such as 2GB or 1500MB")
+    return value.strip()
 
 
 class WarehouseLocked(RuntimeError):

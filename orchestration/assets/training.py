@@ -7,7 +7,7 @@ validation metrics and the model, tagged with the Dagster run id so a run links 
 materialization. Test metrics are added to the same MLflow run by the evaluation asset.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -21,7 +21,6 @@ from ml.data.sequences import SequenceData, load_sequences
 from ml.data.versioned import NoCurrentVersion
 from ml.evaluate.ranking import evaluate_model
 from ml.evaluate.report import png_markdown
-from ml.models.blend import DEFAULT_BLEND_WEIGHTS
 from ml.models.content_sasrec import ContentSASRecConfig, Fusion
 from ml.models.learn import LEARNConfig, TargetSpan
 from ml.models.popularity import PopularityModel
@@ -125,9 +124,10 @@ class ContentSASRecTrainingConfig(SASRecTrainingConfig):
     # preset tries five, inside the cold `make run` budget; the converged preset the whole default grid.
     popularity_betas: list[float] = Field(default=[0.0, 0.05, 0.1, 0.2, 0.3],
                                           description="The grid `balanced` chooses beta from (0 = no adjustment).")
-    # The quick preset's LLM-enhanced model gets the larger share of the cold `make run` budget: it is the
-    # one selected, and it peaks near 1,600 steps (epoch 18 of token-budget batches) on amazon-beauty.
-    max_steps: int | None = Field(default=1600, description="Optimizer-step budget (about 18 Beauty epochs; "
+    # The quick preset's LLM-enhanced model gets the larger share of the cold `make run` budget: it peaks
+    # near 1,600 steps (epoch 18 of token-budget batches) on amazon-beauty, but a cold run with every
+    # model measured 20 min 7 s at 19 epochs (about 22 s each), so it stops at 16.
+    max_steps: int | None = Field(default=1408, description="Optimizer-step budget (16 Beauty epochs; "
                                   "null = max_epochs only).")
 
     def content_sasrec(self) -> ContentSASRecConfig:
@@ -176,46 +176,6 @@ class LEARNTrainingConfig(dg.Config):
     def learn(self) -> LEARNConfig:
         """The equivalent library config."""
         return LEARNConfig(**self.model_dump(exclude={"content"}))
-
-
-# Named training settings on top of the asset defaults. The defaults ("quick") keep a cold `make run`
-# under 20 minutes on 2 CPU cores: step budgets, so that a small dataset gets as many updates as a
-# large one; "converged" lifts the budgets and lets early stopping decide, for unattended runs (the
-# weekly retrain) and the training benchmark. Measured figures for both are in README.md.
-# The reference recipe (shuffled batches of 256 users) with a budget far beyond where validation stalls.
-_CONVERGED_SASREC = {"batching": "users", "bucket_batches": 1, "max_steps": 40_000}
-TRAINING_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "quick": {},
-    "converged": {
-        "sasrec_model": _CONVERGED_SASREC,
-        # LLM-ESR's dual view: converged, it beats the converged SASRec on the whole Beauty test set under
-        # both protocols, where the one-table hybrid does not (README, *Training quality*). It costs two
-        # encoder passes per step, which the quick preset's 20-minute budget cannot spare.
-        "content_sasrec_model": {**_CONVERGED_SASREC, "fusion": "dual",
-                                 "popularity_betas": list(DEFAULT_POPULARITY_BETAS)},
-        "learn_model": {"max_steps": 7000, "patience": 10},  # about 40 Beauty epochs
-        # The library's full grids (7 x 9 validation ranking passes, about 90 s on Beauty on the 2 cores).
-        "blend_model": {"weights": list(DEFAULT_BLEND_WEIGHTS), "betas": list(DEFAULT_POPULARITY_BETAS)},
-        # The paper's shape; validation every 2 Beauty epochs (1,028 steps), until 5 validations bring nothing.
-        "eager_model": {"decoder_layers": 4, "beam_size": 20, "warmup_steps": 500, "max_steps": 200_000,
-                        "eval_every_steps": 1028},
-    },
-}
-
-
-def preset_run_config(preset: str, keep_quick: Sequence[str] = ()) -> dict[str, Any]:
-    """The Dagster run config of a training preset: each training asset's overrides of its defaults.
-
-    `keep_quick` names training assets that keep the quick defaults under this preset, e.g. the
-    converged run of every model but EAGER, whose converged preset takes hours on CPU.
-    """
-    if preset not in TRAINING_PRESETS:
-        raise ValueError(f"unknown training preset {preset!r}; known: {sorted(TRAINING_PRESETS)}")
-    unknown = sorted(set(keep_quick) - set(TRAINING_PRESETS["converged"]))
-    if unknown:
-        raise ValueError(f"not training assets: {unknown}; known: {sorted(TRAINING_PRESETS['converged'])}")
-    return {"ops": {asset: {"config": dict(overrides)} for asset, overrides in TRAINING_PRESETS[preset].items()
-                    if asset not in keep_quick}}
 
 
 def _epoch_table(history: list[dict[str, float]]) -> str:

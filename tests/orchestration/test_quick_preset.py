@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ml.train.presets import preset_run_config
 from orchestration.assets.behaviour import behaviour_embeddings
 from orchestration.assets.blend import blend_model
 from orchestration.assets.codes import behaviour_codes, semantic_codes
@@ -20,13 +21,7 @@ from orchestration.assets.embeddings import item_text_embeddings
 from orchestration.assets.evaluation import RESULTS_FILE, best_model_beats_popularity, model_evaluation
 from orchestration.assets.generative import eager_model
 from orchestration.assets.ingest import ingest_raw_logs
-from orchestration.assets.training import (
-    content_sasrec_model,
-    learn_model,
-    popularity_model,
-    preset_run_config,
-    sasrec_model,
-)
+from orchestration.assets.training import content_sasrec_model, learn_model, popularity_model, sasrec_model
 from orchestration.resources import pipeline_resources, registry_path
 
 DATASET = "movielens-100k"

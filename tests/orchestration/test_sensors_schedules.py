@@ -8,7 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from orchestration.assets.training import SASRecTrainingConfig, preset_run_config
+from ml.train.presets import preset_run_config
+from orchestration.assets.training import SASRecTrainingConfig
 from orchestration.definitions import defs
 from orchestration.resources import PROJECT_ROOT, DatasetRegistryResource
 from orchestration.schedules import weekly_full_retrain

@@ -62,6 +62,8 @@ EVENT_LINES: list[tuple[bytes, str | None]] = [
     (_event(item="i3", review="fine, with unicode: café", id=19), None),
     (_event(stars="NaN", id=20), "rating_not_finite"),  # would pass any min_rating if loaded
     (_event(stars="-Infinity", id=21), "rating_not_finite"),
+    (b"not json at all", "unparseable"),  # does not start like an object: told apart by json_valid
+    (b'{"user": "u1", "item": "i1", "ts": 1500000000, "id": 23} trailing', "unparseable"),
 ]
 
 ITEM_LINES: list[tuple[bytes, str | None]] = [
@@ -121,6 +123,10 @@ def test_every_bad_line_is_quarantined_with_its_reason(registry: DatasetRegistry
     duplicate_detail = con.execute(
         "select detail from raw.quarantine where reason = 'duplicate_item_id'").fetchone()
     assert duplicate_detail == ("first seen at line 1",)
+    # Invalid JSON and valid JSON that is not an object are told apart, whatever the line starts with.
+    details = dict(con.execute("select line_number, detail from raw.quarantine "
+                               "where source_kind = 'events' and reason = 'unparseable'").fetchall())
+    assert details == {2: "invalid JSON", 12: "JSON value is not an object", 22: "invalid JSON", 23: "invalid JSON"}
 
 
 def test_every_good_line_is_loaded_typed(registry: DatasetRegistry, tmp_path: Path) -> None:

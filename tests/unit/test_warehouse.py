@@ -1,4 +1,4 @@
-"""Opening the warehouse while another process holds its lock: a short wait, then a clear error."""
+"""Opening the warehouse: a short wait for another process's lock, then a clear error; its memory cap."""
 
 import subprocess
 import sys
@@ -8,7 +8,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ml.data.warehouse import WarehouseLocked, open_warehouse
+from ml.data.warehouse import (
+    MEMORY_LIMIT_ENV,
+    WarehouseLocked,
+    memory_capped,
+    memory_limit,
+    open_warehouse,
+    size_bytes,
+)
 
 HOLD = "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('locked', flush=True); time.sleep(float(sys.argv[2]))"
 
@@ -51,3 +58,23 @@ def test_other_errors_are_not_retried(tmp_path: Path) -> None:
     with pytest.raises(duckdb.Error):
         with open_warehouse(tmp_path / "missing.duckdb", read_only=True, wait_s=60):
             pass
+
+
+def test_memory_cap_comes_from_the_environment_and_a_block_can_only_lower_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LLMREC_DUCKDB_MEMORY_LIMIT caps every warehouse connection; `memory_capped` lowers it for a block."""
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "3GB")
+    with open_warehouse(tmp_path / "w.duckdb") as con:
+        def current_gb() -> float:  # DuckDB reports the cap cut to one decimal, e.g. 3GB as "2.7 GiB"
+            row = con.execute("select current_setting('memory_limit')").fetchone()
+            assert row is not None
+            return size_bytes(str(row[0])) / 1e9
+        assert current_gb() == pytest.approx(3.0, rel=0.1)
+        with memory_capped(con, "1GB"):
+            assert current_gb() == pytest.approx(1.0, rel=0.1)
+        assert current_gb() == pytest.approx(3.0, rel=0.1)
+        with memory_capped(con, "8GB"):  # never raised above the connection's cap
+            assert current_gb() == pytest.approx(3.0, rel=0.1)
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "lots")
+    with pytest.raises(ValueError, match=MEMORY_LIMIT_ENV):
+        memory_limit()
