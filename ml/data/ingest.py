@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 STAGE_BATCH_ROWS = 1_000_000
 # DuckDB's share of ingestion's memory: the process also holds each batch's lines in Python and Arrow.
 # On the 10M-line benchmark log, 1GB measured 34.8 s and 2.8 GB peak RSS; the pipeline's 2GB cap 42.4 s
-# and 3.6 GB (DuckDB spills the transaction's rows to disk sooner, which costs less than it saves).
+# and 3.6 GB (so the lower cap is faster too, here).
 INGEST_MEMORY_LIMIT = "1GB"
 
 # Staged event values, all text until classified: our field name -> the registry's column mapping field.

@@ -91,3 +91,8 @@ def _warehouse_locked_by_another_process(path: str) -> Iterator[None]:
 def test_unknown_dataset_is_refused() -> None:
     with pytest.raises(SystemExit):
         main(["run", "--dataset", "no-such-dataset"])
+
+
+def test_run_refuses_to_select_an_asset_the_job_does_not_have() -> None:
+    with pytest.raises(SystemExit, match="not assets of data_layer_job"):
+        main(["run", "--dataset", "movielens-100k", "--job", "data_layer_job", "--select", "blend_model"])

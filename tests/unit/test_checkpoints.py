@@ -110,6 +110,14 @@ def test_user_times_item_vectors_reproduce_the_model_scores(name: str) -> None:
     np.testing.assert_allclose(scores, model.score(HISTORIES)[:, 1:].numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["sasrec", "learn"])
+def test_user_vectors_come_back_in_the_callers_order_whatever_the_batching(name: str) -> None:
+    """Users are encoded shortest history first, in batches; each vector is still its own history's."""
+    model, _ = _models()[name]
+    one_by_one = np.concatenate([user_vectors(model, [history]) for history in HISTORIES])
+    np.testing.assert_allclose(user_vectors(model, HISTORIES, batch_size=2), one_by_one, rtol=1e-5, atol=1e-6)
+
+
 def test_history_encoder_maps_item_ids_through_the_vocabulary(tmp_path: Path) -> None:
     model, config = _models()["sasrec"]
     checkpoint = save_checkpoint(tmp_path, "toy", "sasrec", model, ITEM_IDS, config, {})
