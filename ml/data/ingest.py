@@ -22,16 +22,14 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from ml.data.mapped_columns import IngestError, check_mapped_columns, raise_if_unseen
 from ml.data.readers import QUARANTINE_TEXT_CHARS, RawRecord, iter_line_batches, iter_records
 from ml.data.registry import (
     DatasetConfig,
     DatasetRegistry,
     EventColumns,
-    EventSource,
     FileFormat,
-    ItemSource,
     TimestampUnit,
 )
 from ml.data.warehouse import RAW_SCHEMA, ensure_raw_schema, memory_capped, transaction
@@ -60,10 +58,6 @@ _RECORD_COLUMNS = ("line_number", "raw_text", "reason", "detail")
 _EVENT_STAGE_COLUMNS = ("line_number", "ingest_order", "raw_text", "reason", "detail", *EVENT_FIELDS)
 _ITEM_STAGE_COLUMNS = (*_RECORD_COLUMNS, "item_id", "title", "description", "brand", "categories", "attributes")
 _ARROW_TYPES = {"line_number": pa.int64(), "ingest_order": pa.int64(), "categories": pa.list_(pa.string())}
-
-
-class IngestError(RuntimeError):
-    """A dataset cannot be ingested at all (missing file, columns absent from a CSV header)."""
 
 
 @dataclass(frozen=True)
@@ -364,61 +358,6 @@ def _stage_columns_ddl(columns: tuple[str, ...]) -> str:
     return ", ".join(f"{name} {types.get(name, 'varchar')}" for name in columns)
 
 
-def _check_csv_header(path: Path, records: Iterator[RawRecord], required: list[str]) -> Iterator[RawRecord]:
-    """Pass records through, failing loudly if the first parsed one lacks a mapped column."""
-    checked = False
-    for record in records:
-        if not checked and record.fields is not None:
-            missing = [name for name in required if name not in record.fields]
-            if missing:
-                raise IngestError(f"{path}: columns {missing} from the registry are not in the file header")
-            checked = True
-        yield record
-
-
-def _check_parquet_schema(path: Path, required: list[str]) -> None:
-    """Fail before anything is read if the Parquet schema lacks a mapped column."""
-    names = set(pq.ParquetFile(path).schema_arrow.names)
-    missing = [name for name in required if name not in names]
-    if missing:
-        raise IngestError(f"{path}: columns {missing} from the registry are not in the Parquet schema {sorted(names)}")
-
-
-def _check_columns_seen(path: Path, records: Iterator[RawRecord], required: list[str]) -> Iterator[RawRecord]:
-    """Pass records through; at the end, fail if a mapped column was on no parsed record (a registry typo).
-
-    The error rolls the ingestion transaction back, so nothing of the run is kept.
-    """
-    unseen = set(required)
-    parsed = 0
-    for record in records:
-        if unseen and record.fields is not None:
-            parsed += 1
-            unseen -= record.fields.keys()
-        yield record
-    if parsed and unseen:
-        raise IngestError(f"{path}: columns {sorted(unseen)} from the registry are on no line of the file")
-
-
-def _mapped_columns(source: EventSource | ItemSource) -> list[str]:
-    """The raw column names a source's registry entry maps (and keeps as attributes)."""
-    mapped = [column for column in source.columns.model_dump().values() if column]
-    return mapped + list(getattr(source, "attribute_columns", ()))
-
-
-def _check_mapped_columns(
-    path: Path, source: EventSource | ItemSource, records: Iterator[RawRecord],
-) -> Iterator[RawRecord]:
-    """A clear error for a mapped column the file lacks: CSV header and Parquet schema up front, JSON over all lines."""
-    required = _mapped_columns(source)
-    if source.format is FileFormat.CSV:
-        return _check_csv_header(path, records, required)
-    if source.format is FileFormat.PARQUET:
-        _check_parquet_schema(path, required)
-        return records
-    return _check_columns_seen(path, records, required)
-
-
 def _counted(records: Iterator[RawRecord], counter: Counter, key: str) -> Iterator[RawRecord]:
     """Pass records through while counting them under `key`."""
     for record in records:
@@ -431,7 +370,7 @@ def _load_items(
 ) -> None:
     """Stage the whole catalog (duplicates are a whole-file property), classify, and insert it."""
     assert dataset.items is not None
-    records = _check_mapped_columns(path, dataset.items,
+    records = check_mapped_columns(path, dataset.items,
                                     iter_records(path, dataset.items, dataset.settings.max_line_bytes))
     con.execute(f"create or replace temp table _stage_items ({_stage_columns_ddl(_ITEM_STAGE_COLUMNS)})")
     rows = (_item_row(record, dataset) for record in _counted(records, lines, "items"))
@@ -479,7 +418,7 @@ def _parsed_event_tables(
 ) -> Iterator[pa.Table]:
     """Python-parsed events (CSV, Parquet) as Arrow batches of staged text values."""
     source = dataset.events
-    records = _check_mapped_columns(path, source, iter_records(path, source, dataset.settings.max_line_bytes))
+    records = check_mapped_columns(path, source, iter_records(path, source, dataset.settings.max_line_bytes))
     rows = (
         _event_row(record, order, source.columns)
         for order, record in enumerate(_counted(records, lines, "events"), start=1)
@@ -491,7 +430,11 @@ def _load_events(
     con: duckdb.DuckDBPyConnection, dataset: DatasetConfig, path: Path, file: str, has_catalog: bool,
     lines: Counter, batch_rows: int,
 ) -> None:
-    """Stream the event log in batches: stage, classify, insert usable rows and quarantine the rest."""
+    """Stream the event log in batches: stage, classify, insert usable rows and quarantine the rest.
+
+    JSON lines are parsed by DuckDB, so their mapped columns are checked from the classified rows'
+    counts; other formats through `check_mapped_columns` as they are read.
+    """
     json_lines = dataset.events.format is FileFormat.JSONL
     if json_lines:
         tables = _json_line_tables(path, dataset.settings.max_line_bytes, batch_rows, lines)
@@ -531,9 +474,8 @@ def _load_events(
                 "from _events_classified").fetchone()
             present.update(dict(zip(["parsed", *mapped], counts or (), strict=True)))
     con.execute("drop table if exists _events_classified")
-    unseen = [column for name, column in mapped.items() if not present[name]]
-    if json_lines and present["parsed"] and unseen:
-        raise IngestError(f"{path}: columns {unseen} from the registry are on no line of the file")
+    if json_lines and present["parsed"]:
+        raise_if_unseen(path, [column for name, column in mapped.items() if not present[name]])
 
 
 def _insert_arrow(con: duckdb.DuckDBPyConnection, table: str, batch: pa.Table) -> None:
