@@ -8,7 +8,9 @@ proves that building one dataset never changes another's rows.
 
 import gzip
 import json
+import os
 import random
+import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 from ml.data.ingest import ingest_dataset
 from ml.data.registry import parse_registry
 from orchestration.assets.dbt import dbt_build_args
-from tests.conftest import run_dbt
+from tests.conftest import DBT, TRANSFORMS, run_dbt
 
 SESSION_GAP_S = 1800
 BASE_TS = 1_600_000_000
@@ -129,7 +131,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         after = con.execute("select * from marts.interactions where dataset = 'graphs-k5' order by all").fetchall()
     assert after == before
-    return {"warehouse": warehouse, "datasets": datasets}
+    return {"warehouse": warehouse, "datasets": datasets, "registry": registry}
 
 
 def _query(built: dict, sql: str, dataset: str) -> list[tuple]:
@@ -197,8 +199,8 @@ def test_leave_one_out_split_of_the_kcore_sequences(built: dict, dataset: str) -
 
 
 def test_dbt_unit_tests_pass(built: dict) -> None:
-    """The YAML unit tests (dedup, session gap boundary and ties, split, item text); the k-core model is
-    Python, its pass loop is tested in test_kcore_model.py."""
+    """The YAML unit tests (dedup, session gap boundary and ties, split, item text); the k-core's pass
+    loop runs in a pre-hook, which unit tests skip: test_kcore_model.py tests it."""
     # dbt unit tests read column types from the built relations, so they run on the built warehouse.
     result = run_dbt("test", "--select", "test_type:unit", "--vars", '{"dataset": "unit"}',
                      env={"LLMREC_DUCKDB_PATH": str(built["warehouse"])})
@@ -238,3 +240,23 @@ def test_a_log_without_timestamps_is_split_by_event_id_and_has_no_sessions(built
                              "where dataset = $dataset", "untimed")
     assert sessions[0][0] > 0 and sessions[0][1:] == (0, 0)
     assert _query(built, "select sessions from marts.dataset_stats where dataset = $dataset", "untimed") == [(None,)]
+
+
+def test_a_changed_table_schema_fails_clearly_and_keeps_the_old_rows(built: dict, tmp_path: Path) -> None:
+    """A partitioned table whose columns no longer match its query: the build names the columns and
+    rolls back, so the dataset's rows (deleted by the pre-hook in the same transaction) stay."""
+    warehouse = tmp_path / built["warehouse"].name  # the file name is the catalog name dbt compiles against
+    warehouse.write_bytes(built["warehouse"].read_bytes())
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("alter table marts.dataset_stats add column legacy_count integer")
+        before = con.execute("select * from marts.dataset_stats where dataset = 'graphs-k2'").fetchall()
+    result = subprocess.run(
+        [DBT, *dbt_build_args(built["registry"].get("graphs-k2")), "--select", "dataset_stats",
+         "--project-dir", str(TRANSFORMS), "--profiles-dir", str(TRANSFORMS)],
+        capture_output=True, text=True, env={**os.environ, "LLMREC_DUCKDB_PATH": str(warehouse)}, check=False,
+    )
+    assert result.returncode != 0
+    assert "the columns of" in result.stdout and "gone: ['legacy_count']" in result.stdout, result.stdout[-3000:]
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        after = con.execute("select * from marts.dataset_stats where dataset = 'graphs-k2'").fetchall()
+    assert before and after == before

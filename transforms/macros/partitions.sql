@@ -16,11 +16,14 @@
 {%- endmacro %}
 
 {#
-  Pre-hook of every dataset-partitioned table: delete the partition's old rows, then the incremental
-  model appends the new ones in the same transaction. A rerun or backfill replaces one dataset only.
+  Pre-hook of every dataset-partitioned table: delete the partition's old rows, then the model
+  (materialized `dataset_partitioned`, or `incremental` for the k-core Python model) inserts the new
+  ones in the same transaction. A rerun or backfill replaces one dataset only.
 #}
 {% macro delete_dataset_partition() -%}
-    {%- if is_incremental() -%}
+    {#- Views (int_interactions_filtered) get the hook too: only a table has rows to delete. -#}
+    {%- set existing = load_relation(this) if execute else none -%}
+    {%- if existing is not none and existing.is_table and config.get('materialized') != 'view' -%}
         delete from {{ this }} where dataset = {{ dataset_literal() }}
     {%- else -%}
         select 1

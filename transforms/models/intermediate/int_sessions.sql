@@ -1,4 +1,4 @@
-{{ config(materialized='incremental') }}
+{{ config(materialized='dataset_partitioned') }}
 
 {#- Gaps compare in integer milliseconds: exact at the boundary whatever the log's unit (s or ms). -#}
 {% set gap_ms = (var('session_gap_minutes') * 60000) | round | int %}

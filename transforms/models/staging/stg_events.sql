@@ -1,10 +1,9 @@
 {#-
   A table, not a view: the dedup window (a sort of the whole log) runs once per build instead of
   once for every model and test that reads staging. Partitioned like the marts: the pre-hook
-  deletes this dataset's rows, then its new rows are appended.
+  deletes this dataset's rows, then its new rows are inserted.
 -#}
-{{ config(materialized='incremental', incremental_strategy='append', full_refresh=false,
-          on_schema_change='fail', pre_hook="{{ delete_dataset_partition() }}") }}
+{{ config(materialized='dataset_partitioned', pre_hook="{{ delete_dataset_partition() }}") }}
 
 with source as (
 
