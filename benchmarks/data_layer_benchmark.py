@@ -81,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42, help="seed of the synthetic log")
     parser.add_argument("--workdir", type=Path, default=None, help="work folder (default: a fresh temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder afterwards")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the figures (results.json) here, e.g. benchmarks/results/data_layer_10m.json")
     parser.add_argument("--ingest-only", nargs=2, type=Path, metavar=("REGISTRY", "WAREHOUSE"),
                         help=argparse.SUPPRESS)  # the ingestion child process of a benchmark run
     args = parser.parse_args(argv)
@@ -558,7 +560,8 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("workdir %s: %d events, %d users, %d items, seed %d",
                 workdir, args.events, args.users, args.items, args.seed)
     results = run_benchmark(args, workdir)
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    for path in [workdir / "results.json", *([args.out] if args.out else [])]:
+        path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     sys.stdout.write(format_report(results))
     if args.keep:
         logger.info("kept %s (results in results.json)", workdir)
