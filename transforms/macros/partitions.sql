@@ -17,8 +17,8 @@
 
 {#
   Pre-hook of every dataset-partitioned table: delete the partition's old rows, then the model
-  (materialized `dataset_partitioned`, or `incremental` for the k-core Python model) inserts the new
-  ones in the same transaction. A rerun or backfill replaces one dataset only.
+  (materialized `dataset_partitioned`) inserts the new ones in the same transaction. A rerun or
+  backfill replaces one dataset only.
 #}
 {% macro delete_dataset_partition() -%}
     {#- Views (int_interactions_filtered) get the hook too: only a table has rows to delete. -#}
