@@ -65,7 +65,8 @@ class GraphCFConfig:
 
 @dataclass
 class GraphCFResult:
-    """The trained backbone (best validation weights), its alignment module, graph and history."""
+    """The trained backbone (best validation weights), its alignment module (as after the last epoch:
+    only training reads it), the training graph and the epoch history."""
 
     model: LightGCN
     alignment: nn.Module | None
