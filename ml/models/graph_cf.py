@@ -24,13 +24,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def distinct_pairs(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (user, item) pairs of two aligned int64 arrays, sorted by user, then item."""
+    pairs = np.unique(np.stack([users, items], axis=1), axis=0) if len(users) else np.zeros((0, 2), np.int64)
+    return pairs[:, 0], pairs[:, 1]
+
+
 def train_edges(train: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(user rows, 1-based item indices) of every distinct (user, item) pair in the training sequences."""
     users = np.concatenate([np.full(len(items), row, dtype=np.int64) for row, items in enumerate(train)]
                            ) if train else np.zeros(0, np.int64)
     items = np.concatenate([np.asarray(seq, dtype=np.int64) for seq in train]) if train else np.zeros(0, np.int64)
-    pairs = np.unique(np.stack([users, items], axis=1), axis=0) if len(users) else np.zeros((0, 2), np.int64)
-    return pairs[:, 0], pairs[:, 1]
+    return distinct_pairs(users, items)
 
 
 def normalized_adjacency(n_users: int, n_items: int, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
@@ -47,10 +52,10 @@ def normalized_adjacency(n_users: int, n_items: int, users: np.ndarray, items: n
         raise ValueError(f"user rows outside 0..{n_users - 1}")
     if len(items) and (items.min() < 1 or items.max() > n_items):
         raise ValueError(f"item indices outside 1..{n_items}")
-    pairs = np.unique(np.stack([users, items], axis=1), axis=0) if len(users) else np.zeros((0, 2), np.int64)
-    item_nodes = n_users + pairs[:, 1] - 1
-    rows = np.concatenate([pairs[:, 0], item_nodes])
-    cols = np.concatenate([item_nodes, pairs[:, 0]])
+    user_nodes, edge_items = distinct_pairs(users, items)
+    item_nodes = n_users + edge_items - 1
+    rows = np.concatenate([user_nodes, item_nodes])
+    cols = np.concatenate([item_nodes, user_nodes])
     n_nodes = n_users + n_items
     degree = np.bincount(rows, minlength=n_nodes).astype(np.float64)
     inverse_sqrt = np.zeros(n_nodes)

@@ -75,14 +75,19 @@ class GraphCFResult:
     config: GraphCFConfig
 
 
+def pair_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """One int64 key per (user row, item index in 1..n_items) pair, for sorted membership lookups."""
+    return users * (n_items + 1) + items
+
+
 def sample_negatives(users: np.ndarray, n_items: int, train_keys: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One uniform item index in 1..n_items per user, never one of the user's training items.
 
-    `train_keys` is the sorted array of user * (n_items + 1) + item over the training edges.
+    `train_keys` is the sorted `pair_keys` of the training edges.
     """
     negatives = rng.integers(1, n_items + 1, size=len(users))
     for _ in range(MAX_NEGATIVE_ROUNDS):
-        keys = users * (n_items + 1) + negatives
+        keys = pair_keys(users, negatives, n_items)
         positions = np.searchsorted(train_keys, keys).clip(max=len(train_keys) - 1)
         hits = train_keys[positions] == keys
         if not hits.any():
@@ -135,7 +140,7 @@ def train_graph_cf(train: Sequence[np.ndarray], valid_targets: np.ndarray, n_ite
     if len(edge_users) == 0:
         raise ValueError("no training interactions")
     adjacency = normalized_adjacency(n_users, n_items, edge_users, edge_items)
-    train_keys = np.sort(edge_users * (n_items + 1) + edge_items)
+    train_keys = np.sort(pair_keys(edge_users, edge_items, n_items))
     semantic = _semantic_tables(user_semantic, item_semantic, n_users, n_items, config, generator)
 
     model = LightGCN(n_users, n_items, config.dim, config.n_layers)
