@@ -24,7 +24,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
 
-ScoreFn = Callable[[list[np.ndarray]], torch.Tensor]
+# histories -> (batch, n_items + 1) scores; a model that scores users by row (graph CF) also takes the
+# batch's user rows, which the evaluator passes when it is given `user_rows`.
+ScoreFn = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,13 @@ def evaluate_protocols(
     batch_size: int = 1024,
     ks: Sequence[int] = DEFAULT_KS,
     protocols: Sequence[bool] = (False, True),
+    user_rows: np.ndarray | None = None,
 ) -> dict[bool, RankingResult]:
     """Rank the targets under each protocol (mask_history False / True) from one scoring pass per batch.
 
     Published numbers come in both protocols (the generative-retrieval papers rank history items,
     stronger ID baselines are often reported with them removed), so both are measured on the same scores.
+    With `user_rows` (one per history), `score_fn` is called as score_fn(histories, user_rows) of the batch.
     """
     targets = np.asarray(targets, dtype=np.int64)
     if len(histories) != len(targets):
@@ -111,6 +115,10 @@ def evaluate_protocols(
         raise ValueError("batch_size must be positive")
     if not protocols:
         raise ValueError("need at least one protocol")
+    if user_rows is not None:
+        user_rows = np.asarray(user_rows, dtype=np.int64)
+        if user_rows.shape != targets.shape:
+            raise ValueError(f"{len(user_rows)} user rows for {len(targets)} targets")
     # Users are scored shortest history first: a batch of sequence models is padded to its longest
     # history, and most users' histories are short. Ranks go back to the callers' order.
     order = np.argsort([len(items) for items in histories], kind="stable")
@@ -118,7 +126,7 @@ def evaluate_protocols(
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         batch = [histories[row] for row in rows]
-        scores = score_fn(batch)
+        scores = score_fn(batch) if user_rows is None else score_fn(batch, user_rows[rows])
         for masked, ranks in all_ranks.items():
             ranks[rows] = ranks_from_scores(scores, targets[rows], batch if masked else None)
     results = {masked: RankingResult(metrics=ranking_metrics(ranks, ks), ranks=ranks)
@@ -134,6 +142,7 @@ def evaluate_model(
     batch_size: int = 1024,
     ks: Sequence[int] = DEFAULT_KS,
     mask_history: bool = False,
+    user_rows: np.ndarray | None = None,
 ) -> RankingResult:
     """Score users in batches with `score_fn` (histories -> (batch, n_items + 1)), rank their targets, average."""
-    return evaluate_protocols(score_fn, histories, targets, batch_size, ks, (mask_history,))[mask_history]
+    return evaluate_protocols(score_fn, histories, targets, batch_size, ks, (mask_history,), user_rows)[mask_history]

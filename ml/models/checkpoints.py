@@ -2,8 +2,8 @@
 
 Layout: `<root>/<dataset>/<model name>/<version>/` holds `model.pt` (kind, config, weights and, for
 LEARN and Content-SASRec, the frozen content matrix it was trained on, for EAGER its code tables and
-global features, for a blend both components' whole payloads, so a checkpoint is
-self-contained), `item_ids.json` (row j of every item matrix is
+global features, for a blend both components' whole payloads, for a graph-CF model its training
+edges, so a checkpoint is self-contained), `item_ids.json` (row j of every item matrix is
 item_ids[j]) and `manifest.json` (kind, config, training info such as the MLflow run id and best
 epoch, the sha256 of both files). The version is a digest of the weights and the vocabulary, so
 retraining to identical weights keeps the version, and its manifest, of the run that first produced
@@ -32,6 +32,7 @@ from ml.data.versioned import VersionedFolder, sha256_file, write_json
 from ml.models.blend import BlendConfig, ScoreBlend
 from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
 from ml.models.eager import EAGER, EAGERConfig, StreamCodes
+from ml.models.graph_cf import GraphCFConfig, GraphCFRecommender, build_backbone
 from ml.models.learn import LEARN, LEARNConfig
 from ml.models.popularity import PopularityModel
 from ml.models.sasrec import SASRec, SASRecConfig
@@ -42,8 +43,8 @@ MODEL_FILE = "model.pt"
 ITEM_IDS_FILE = "item_ids.json"
 MANIFEST_FILE = "manifest.json"
 
-TrainedModule = PopularityModel | SASRec | ContentSASRec | LEARN | EAGER | ScoreBlend
-RetrievalModel = SASRec | LEARN | ScoreBlend
+TrainedModule = PopularityModel | SASRec | ContentSASRec | LEARN | EAGER | ScoreBlend | GraphCFRecommender
+RetrievalModel = SASRec | LEARN | ScoreBlend | GraphCFRecommender
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Checkpoint:
 
 
 def model_kind(model: nn.Module) -> str:
-    """'popularity', 'sasrec', 'content_sasrec', 'learn', 'eager' or 'blend'."""
+    """'popularity', 'sasrec', 'content_sasrec', 'learn', 'eager', 'blend' or 'graph_cf'."""
     if isinstance(model, ScoreBlend):
         return "blend"
     if isinstance(model, PopularityModel):
@@ -74,10 +75,12 @@ def model_kind(model: nn.Module) -> str:
         return "learn"
     if isinstance(model, EAGER):
         return "eager"
+    if isinstance(model, GraphCFRecommender):
+        return "graph_cf"
     raise TypeError(f"no checkpoint format for {type(model).__name__}")
 
 
-ModelConfig = SASRecConfig | LEARNConfig | EAGERConfig | BlendConfig
+ModelConfig = SASRecConfig | LEARNConfig | EAGERConfig | BlendConfig | GraphCFConfig
 
 
 def _config_dict(model: TrainedModule, config: ModelConfig | None) -> dict[str, Any]:
@@ -111,6 +114,8 @@ def _payload(model: TrainedModule, config: ModelConfig | None) -> dict[str, Any]
                      "branching": codes.branching}
             for stream, codes in model.stream_codes.items()
         }
+    if isinstance(model, GraphCFRecommender):  # the training edges are buffers, in the state dict
+        payload["n_users"] = model.n_users
     if isinstance(model, ScoreBlend):  # each component whole; the blend's own state is its weight and offset
         payload["components"] = {name: _payload(getattr(model, name), getattr(model, name).config)
                                  for name in BLEND_COMPONENTS}
@@ -183,6 +188,11 @@ def _rebuild(payload: dict[str, Any]) -> TrainedModule:
                                        branching=int(part["branching"]))
                    for stream, part in payload["streams"].items()}
         model = EAGER(n_items, streams, EAGERConfig(**payload["config"]))
+    elif kind == "graph_cf":
+        config = GraphCFConfig(**payload["config"])
+        state = payload["state_dict"]
+        model = GraphCFRecommender(build_backbone(int(payload["n_users"]), n_items, config),
+                                   state["edge_users"].numpy(), state["edge_items"].numpy(), config)
     else:
         raise ValueError(f"unknown model kind {kind!r} in checkpoint")
     state = dict(payload["state_dict"])
@@ -214,7 +224,7 @@ def load_checkpoint(root: Path, dataset: str, name: str, version: str | None = N
 
 def supports_retrieval(model: TrainedModule) -> bool:
     """Whether the model scores by user vector x item vector, so its items can be put in an ANN index."""
-    return isinstance(model, SASRec | LEARN | ScoreBlend)
+    return isinstance(model, SASRec | LEARN | ScoreBlend | GraphCFRecommender)
 
 
 def _served_bias(model: RetrievalModel) -> torch.Tensor | None:
@@ -239,9 +249,18 @@ def item_vectors(model: RetrievalModel, served: bool = True) -> np.ndarray:
 
 
 @torch.no_grad()
-def user_vectors(model: RetrievalModel, histories: Sequence[np.ndarray], batch_size: int = 1024) -> np.ndarray:
-    """(n_users, dim) float32 query vectors, one per (non-empty) history of item indices (`item_vectors`' width)."""
+def user_vectors(model: RetrievalModel, histories: Sequence[np.ndarray], batch_size: int = 1024,
+                 user_rows: np.ndarray | None = None) -> np.ndarray:
+    """(n_users, dim) float32 query vectors, one per (non-empty) history of item indices (`item_vectors`' width).
+
+    A graph-CF model has a vector per training user, not a history encoder: it needs `user_rows`
+    (the user's row in its training graph, one per history).
+    """
     model.eval()
+    if isinstance(model, GraphCFRecommender):
+        if user_rows is None or len(user_rows) != len(histories):
+            raise ValueError("a graph-CF model's user vectors need one training-graph user row per history")
+        return model.user_matrix()[torch.as_tensor(np.asarray(user_rows, dtype=np.int64))].numpy().astype(np.float32)
     with_bias = _served_bias(model) is not None
     # Shortest histories first, as the evaluator does: a batch is padded to its longest history and most
     # are short (5x faster on Beauty's 22k users); rows go back to the callers' order at the end.
@@ -263,8 +282,8 @@ def user_vectors(model: RetrievalModel, histories: Sequence[np.ndarray], batch_s
 def history_encoder(checkpoint: Checkpoint) -> Callable[[list[str]], np.ndarray]:
     """A function item-id history -> the model's query vector, for `ml.index.recommend.recommend`."""
     model = checkpoint.model
-    if not supports_retrieval(model):
-        raise ValueError(f"{checkpoint.name} ({checkpoint.kind}) has no user tower")
+    if not supports_retrieval(model) or isinstance(model, GraphCFRecommender):
+        raise ValueError(f"{checkpoint.name} ({checkpoint.kind}) has no history encoder; recommend by user id")
     rows = {item: row + 1 for row, item in enumerate(checkpoint.item_ids)}
 
     def encode(history: list[str]) -> np.ndarray:

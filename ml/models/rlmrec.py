@@ -20,23 +20,15 @@ Choices the paper leaves open, and what we do:
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ReconstructionLoss = Literal["infonce", "cosine"]
+from ml.models.contrastive import info_nce
+from ml.models.graph_cf import ReconstructionLoss
 
-
-def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean InfoNCE of row i of `anchors` against row i of `positives`, the other rows as negatives (cosine / T)."""
-    if anchors.shape != positives.shape:
-        raise ValueError(f"anchors {tuple(anchors.shape)} and positives {tuple(positives.shape)} differ")
-    if temperature <= 0:
-        raise ValueError("temperature must be positive")
-    logits = F.normalize(anchors, dim=-1) @ F.normalize(positives, dim=-1).T / temperature
-    return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))
+__all__ = ["ContrastiveAlignment", "MaskedReconstruction", "ReconstructionLoss", "alignment_mlp", "info_nce",
+           "shuffled_rows"]
 
 
 def alignment_mlp(in_dim: int, out_dim: int) -> nn.Sequential:
@@ -73,11 +65,12 @@ class MaskedReconstruction(nn.Module):
     """RLMRec-Gen: mask layer-0 rows with a learned token; reconstruct the masked nodes' semantic vectors."""
 
     def __init__(self, semantic_dim: int, cf_dim: int, mask_ratio: float = 0.1, temperature: float = 0.2,
-                 loss: ReconstructionLoss = "infonce") -> None:
+                 loss: ReconstructionLoss = "infonce", mask_dim: int | None = None) -> None:
+        """`cf_dim` is the propagated width the MLP reads; `mask_dim` the layer-0 width (GCCF's is narrower)."""
         super().__init__()
         if not 0 < mask_ratio < 1:
             raise ValueError("mask_ratio must be in (0, 1)")
-        self.mask_token = nn.Parameter(torch.zeros(cf_dim))
+        self.mask_token = nn.Parameter(torch.zeros(cf_dim if mask_dim is None else mask_dim))
         self.to_semantic = alignment_mlp(cf_dim, semantic_dim)
         self.mask_ratio, self.temperature, self.loss = mask_ratio, temperature, loss
 

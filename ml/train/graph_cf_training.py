@@ -1,18 +1,19 @@
-"""Training of LightGCN and its RLMRec variants (Con, Gen) on the train split's user-item graph.
+"""Training of the graph-CF backbones (LightGCN, SimGCL, GCCF) and their RLMRec variants (Con, Gen).
 
 One epoch visits every distinct training (user, item) edge once, in a seeded random order, in batches
 of `batch_size` (4,096 in the paper) with one uniformly sampled negative per edge that the user has
-not interacted with in training. Every step propagates the whole graph (LightGCN has no sampling).
+not interacted with in training. Every step propagates the whole graph (no neighbour sampling).
 
-- base: BPR + L2, as LightGCN.
+- base: BPR + L2 (+ SimGCL's own contrastive term for that backbone).
 - con: + `alignment_weight` x InfoNCE between each batch node's CF embedding and its own mapped profile
   vector (the batch's distinct users, and its distinct positive and negative items, separately).
 - gen: a `mask_ratio` of all nodes' layer-0 rows is replaced by the mask token before the step's
   propagation (used by BPR as well, as in masked-autoencoder training), and + `alignment_weight` x
   the reconstruction loss of the masked nodes' profile vectors. Evaluation propagates without a mask.
 
-Validation ranks each user's validation target among all items with the user's training items
-removed (the protocol the CF literature and RLMRec report); early stopping selects on its NDCG@10.
+Validation ranks each user's validation target with the shared evaluator on the served scores, which
+leave out the user's training items (`exclude_history`, the protocol the CF literature and RLMRec
+report); early stopping selects on its NDCG@10, and the evaluation asset reuses those metrics.
 """
 
 from __future__ import annotations
@@ -21,58 +22,49 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from ml.evaluate.ranking import ranking_metrics, ranks_from_scores
-from ml.models.graph_cf import LightGCN, normalized_adjacency, train_edges
-from ml.models.rlmrec import ContrastiveAlignment, MaskedReconstruction, ReconstructionLoss, shuffled_rows
+from ml.evaluate.ranking import evaluate_model
+from ml.models.graph_cf import GraphCFConfig, GraphCFRecommender, build_backbone, train_edges
+from ml.models.rlmrec import ContrastiveAlignment, MaskedReconstruction, shuffled_rows
 from ml.train.early_stopping import EarlyStoppingOutcome, EpochCallback, epoch_budget, fit_with_early_stopping
 
 logger = logging.getLogger(__name__)
 
-Variant = Literal["base", "con", "gen"]
 # Users scored per validation batch: (batch, n_items) floats stay small on Beauty's 12k items.
 SCORE_BATCH = 2048
 # Resampling rounds for negatives that hit a training item; a user holding almost every item could loop.
 MAX_NEGATIVE_ROUNDS = 100
 
 
-@dataclass(frozen=True)
-class GraphCFConfig:
-    """Hyper-parameters of one graph-CF run (the paper's: d = 32, batch 4,096, Adam 1e-3)."""
-
-    variant: Variant = "base"
-    dim: int = 32
-    n_layers: int = 3
-    batch_size: int = 4096
-    lr: float = 1e-3
-    l2: float = 1e-4
-    alignment_weight: float = 0.1
-    temperature: float = 0.2
-    mask_ratio: float = 0.1
-    reconstruction_loss: ReconstructionLoss = "infonce"
-    shuffle_profiles: bool = False  # the control: every node gets another node's profile vector
-    max_epochs: int = 400
-    max_steps: int | None = None
-    eval_every: int = 5
-    patience: int = 5
-    seed: int = 42
-
-
 @dataclass
 class GraphCFResult:
-    """The trained backbone (best validation weights), its alignment module (as after the last epoch:
-    only training reads it), the training graph and the epoch history."""
+    """The trained recommender (best validation weights, its training graph inside), its alignment module
+    (as after the last epoch: only training reads it) and the epoch history."""
 
-    model: LightGCN
+    model: GraphCFRecommender
     alignment: nn.Module | None
-    adjacency: torch.Tensor
     outcome: EarlyStoppingOutcome
     config: GraphCFConfig
+    extra: dict[str, float | str]
+
+    @property
+    def best_epoch(self) -> int:
+        """The selected epoch."""
+        return self.outcome.best_epoch
+
+    @property
+    def best_valid(self) -> dict[str, float]:
+        """Its validation metrics."""
+        return self.outcome.best_valid
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """One record per epoch run."""
+        return self.outcome.history
 
 
 def pair_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
@@ -113,25 +105,17 @@ def _semantic_tables(user_semantic: np.ndarray | None, item_semantic: np.ndarray
     return torch.cat([users, items])
 
 
-def score_all_users(model: LightGCN, adjacency: torch.Tensor, user_rows: np.ndarray) -> torch.Tensor:
-    """(len(user_rows), n_items + 1) scores from one unmasked propagation (column 0 = -inf)."""
-    with torch.no_grad():
-        nodes = model.propagate(adjacency)
-        return torch.cat([model.score_users(nodes, torch.as_tensor(user_rows[start:start + SCORE_BATCH]))
-                          for start in range(0, len(user_rows), SCORE_BATCH)])
-
-
-def validation_metrics(model: LightGCN, adjacency: torch.Tensor, train: Sequence[np.ndarray],
-                       targets: np.ndarray) -> dict[str, float]:
-    """Metrics of every user's validation target, the user's training items removed from the ranking."""
-    scores = score_all_users(model, adjacency, np.arange(len(train)))
-    return ranking_metrics(ranks_from_scores(scores, targets, list(train)))
+def validation_metrics(model: GraphCFRecommender, train: Sequence[np.ndarray], targets: np.ndarray
+                       ) -> dict[str, float]:
+    """Metrics of every user's validation target on the served scores (history ranked by the evaluator)."""
+    model.eval()
+    return evaluate_model(model.score, train, targets, SCORE_BATCH, user_rows=np.arange(len(train))).metrics
 
 
 def train_graph_cf(train: Sequence[np.ndarray], valid_targets: np.ndarray, n_items: int,
                    config: GraphCFConfig, user_semantic: np.ndarray | None = None,
                    item_semantic: np.ndarray | None = None, on_epoch: EpochCallback | None = None) -> GraphCFResult:
-    """Train LightGCN (and its Con or Gen alignment) on the training sequences; keep the best validation epoch."""
+    """Train the configured backbone (and its Con or Gen alignment) on the training sequences; keep the best epoch."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -139,29 +123,29 @@ def train_graph_cf(train: Sequence[np.ndarray], valid_targets: np.ndarray, n_ite
     edge_users, edge_items = train_edges(train)
     if len(edge_users) == 0:
         raise ValueError("no training interactions")
-    adjacency = normalized_adjacency(n_users, n_items, edge_users, edge_items)
     train_keys = np.sort(pair_keys(edge_users, edge_items, n_items))
     semantic = _semantic_tables(user_semantic, item_semantic, n_users, n_items, config, generator)
 
-    model = LightGCN(n_users, n_items, config.dim, config.n_layers)
+    model = GraphCFRecommender(build_backbone(n_users, n_items, config), edge_users, edge_items, config)
+    backbone, adjacency = model.backbone, model.adjacency
     alignment: nn.Module | None = None
-    if config.variant == "con":
-        alignment = ContrastiveAlignment(semantic.shape[1], config.dim, config.temperature)
-    elif config.variant == "gen":
-        alignment = MaskedReconstruction(semantic.shape[1], config.dim, config.mask_ratio, config.temperature,
-                                         config.reconstruction_loss)
+    if semantic is not None and config.variant == "con":
+        alignment = ContrastiveAlignment(semantic.shape[1], backbone.output_dim, config.temperature)
+    elif semantic is not None and config.variant == "gen":
+        alignment = MaskedReconstruction(semantic.shape[1], backbone.output_dim, config.mask_ratio,
+                                         config.temperature, config.reconstruction_loss, mask_dim=config.dim)
     parameters = list(model.parameters()) + (list(alignment.parameters()) if alignment is not None else [])
     optimizer = torch.optim.Adam(parameters, lr=config.lr)
     steps_per_epoch = math.ceil(len(edge_users) / config.batch_size)
     budget = epoch_budget(steps_per_epoch, config.max_epochs, config.eval_every, config.max_steps)
-    logger.info("LightGCN[%s%s]: %d users, %d items, %d training edges, %d steps per epoch, up to %d epochs",
-                config.variant, ", shuffled profiles" if config.shuffle_profiles else "", n_users, n_items,
-                len(edge_users), steps_per_epoch, budget.max_epochs)
+    name = f"{config.backbone}[{config.variant}{', shuffled profiles' if config.shuffle_profiles else ''}]"
+    logger.info("%s: %d users, %d items, %d training edges, %d steps per epoch, up to %d epochs", name, n_users,
+                n_items, len(edge_users), steps_per_epoch, budget.max_epochs)
 
     def train_epoch() -> dict[str, float]:
         model.train()
         order = torch.randperm(len(edge_users), generator=generator).numpy()
-        totals = {"loss": 0.0, "bpr": 0.0, "alignment": 0.0}
+        totals = {"loss": 0.0, "bpr": 0.0, "self_supervised": 0.0, "alignment": 0.0}
         for start in range(0, len(order), config.batch_size):
             rows = order[start:start + config.batch_size]
             users_np = edge_users[rows]
@@ -170,11 +154,12 @@ def train_graph_cf(train: Sequence[np.ndarray], valid_targets: np.ndarray, n_ite
             negatives = torch.from_numpy(sample_negatives(users_np, n_items, train_keys, rng))
             masked = None
             if isinstance(alignment, MaskedReconstruction):
-                layer0, masked = alignment.mask(model.embedding.weight, generator)
-                nodes = model.propagate(adjacency, layer0)
+                layer0, masked = alignment.mask(backbone.embedding.weight, generator)
+                nodes = backbone.propagate(adjacency, layer0)
             else:
-                nodes = model.propagate(adjacency)
-            bpr = model.bpr_loss(nodes, users, positives, negatives, config.l2)
+                nodes = backbone.propagate(adjacency)
+            bpr = backbone.bpr_loss(nodes, users, positives, negatives, config.l2)
+            self_supervised = backbone.auxiliary_loss(adjacency, users, torch.cat([positives, negatives]), generator)
             aligned = torch.zeros(())
             if isinstance(alignment, ContrastiveAlignment):
                 batch_users = torch.unique(users)
@@ -183,19 +168,20 @@ def train_graph_cf(train: Sequence[np.ndarray], valid_targets: np.ndarray, n_ite
                     nodes[batch_items], semantic[batch_items])
             elif isinstance(alignment, MaskedReconstruction):
                 aligned = alignment(nodes, semantic, masked)
-            loss = bpr + config.alignment_weight * aligned
+            loss = bpr + self_supervised + config.alignment_weight * aligned
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            totals["loss"] += loss.item()
-            totals["bpr"] += bpr.item()
-            totals["alignment"] += aligned.item()
-        return {name: value / steps_per_epoch for name, value in totals.items()}
+            for key, value in (("loss", loss), ("bpr", bpr), ("self_supervised", self_supervised),
+                               ("alignment", aligned)):
+                totals[key] += value.item()
+        return {key: value / steps_per_epoch for key, value in totals.items()}
 
     def validate() -> dict[str, float]:
-        model.eval()
-        return validation_metrics(model, adjacency, train, valid_targets)
+        return validation_metrics(model, train, valid_targets)
 
     outcome = fit_with_early_stopping(model, train_epoch, validate, budget.max_epochs, config.patience,
-                                      budget.eval_every, on_epoch, name=f"LightGCN[{config.variant}]")
-    return GraphCFResult(model=model, alignment=alignment, adjacency=adjacency, outcome=outcome, config=config)
+                                      budget.eval_every, on_epoch, name=name)
+    extra: dict[str, float | str] = {"training_edges": len(edge_users), "steps_per_epoch": steps_per_epoch,
+                                     "seconds_per_epoch": float(np.mean([r["seconds"] for r in outcome.history]))}
+    return GraphCFResult(model=model, alignment=alignment, outcome=outcome, config=config, extra=extra)

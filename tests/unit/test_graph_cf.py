@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ml.models.graph_cf import LightGCN, normalized_adjacency, train_edges
+from ml.models.graph_cf import GCCF, LightGCN, SimGCL, normalized_adjacency, train_edges
 
 # 2 users, 3 items: u0-i1, u0-i2, u1-i2, u1-i3 (item indices are 1-based; node of item i = 2 + i - 1).
 USERS = np.array([0, 0, 1, 1])
@@ -39,6 +39,43 @@ def test_propagation_is_the_mean_of_the_dense_layer_powers() -> None:
     scores = model.score_users(expected, torch.tensor([1, 0]))
     assert scores.shape == (2, 4) and torch.isinf(scores[:, 0]).all()
     torch.testing.assert_close(scores[:, 1:], torch.stack([users[1] @ items.T, users[0] @ items.T]))
+
+
+def test_gccf_concatenates_the_layers_of_the_self_looped_graph() -> None:
+    """GCCF: A + I normalized by degrees that count the self-loop, layers 0..L concatenated (width dim x 3)."""
+    torch.manual_seed(0)
+    model = GCCF(n_users=2, n_items=3, dim=4, n_layers=2)
+    adjacency = model.graph(USERS, ITEMS)
+    a = torch.zeros(5, 5)
+    for user, item in zip(USERS, ITEMS, strict=True):
+        a[user, 2 + item - 1] = a[2 + item - 1, user] = 1
+    a += torch.eye(5)
+    inverse_sqrt = a.sum(1).pow(-0.5)
+    expected_adjacency = inverse_sqrt[:, None] * a * inverse_sqrt[None, :]
+    torch.testing.assert_close(adjacency.to_dense(), expected_adjacency)
+    ego = model.embedding.weight.detach()
+    expected = torch.cat([ego, expected_adjacency @ ego, expected_adjacency @ expected_adjacency @ ego], dim=1)
+    torch.testing.assert_close(model.propagate(adjacency).detach(), expected)
+    assert model.output_dim == 12
+
+
+def test_simgcl_averages_layers_one_to_l_and_perturbs_within_the_orthant() -> None:
+    torch.manual_seed(0)
+    model = SimGCL(n_users=2, n_items=3, dim=4, n_layers=2, noise_eps=0.1)
+    adjacency = model.graph(USERS, ITEMS)
+    dense = adjacency.to_dense()
+    ego = model.embedding.weight.detach()
+    torch.testing.assert_close(model.propagate(adjacency).detach(), (dense @ ego + dense @ dense @ ego) / 2)
+    clean = model.layers(adjacency)
+    noisy = model.layers(adjacency, noise=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(noisy[0], clean[0])  # the input layer is never perturbed
+    first_noise = (noisy[1] - dense @ ego).detach()
+    torch.testing.assert_close(first_noise.norm(dim=1), torch.full((5,), 0.1))  # each row's noise has norm eps
+    same_orthant = (first_noise * torch.sign(dense @ ego)) >= 0
+    assert same_orthant.all()
+    loss = model.auxiliary_loss(adjacency, torch.tensor([0, 1]), torch.tensor([1, 2, 3]),
+                                torch.Generator().manual_seed(2))
+    assert loss.item() > 0 and loss.requires_grad
 
 
 def test_the_graph_holds_only_training_edges() -> None:

@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ml.models.graph_cf import LightGCN
-from ml.train.graph_cf_training import (
-    GraphCFConfig,
-    _semantic_tables,
-    sample_negatives,
-    score_all_users,
-    train_graph_cf,
-)
+from ml.evaluate.ranking import evaluate_protocols
+from ml.models.checkpoints import item_vectors, load_checkpoint, save_checkpoint, user_vectors
+from ml.models.graph_cf import GraphCFConfig
+from ml.train.graph_cf_training import _semantic_tables, sample_negatives, train_graph_cf
 
 N_ITEMS = 10
 
@@ -46,25 +42,50 @@ def test_negatives_are_never_training_items() -> None:
     assert negatives.min() >= 1 and negatives.max() <= 30
 
 
-def test_lightgcn_learns_the_communities_deterministically(one_torch_thread: None, tmp_path: Path) -> None:
-    """The loss falls, every validation target ranks first once training items are removed, a rerun is
-    identical, and a checkpoint reloads to the same scores."""
+@pytest.mark.parametrize("backbone", ["lightgcn", "simgcl", "gccf"])
+def test_each_backbone_learns_the_communities_deterministically(one_torch_thread: None, tmp_path: Path,
+                                                               backbone: str) -> None:
+    """The loss falls, every validation target ranks first, a rerun is identical, and the checkpoint
+    reloads to the same scores and vectors."""
     train, targets = two_communities()
-    result = train_graph_cf(train, targets, N_ITEMS, quick())
+    result = train_graph_cf(train, targets, N_ITEMS, quick(backbone=backbone))
     losses = [record["loss"] for record in result.outcome.history]
     assert losses[-1] < 0.5 * losses[0]
     assert result.outcome.best_valid["mrr"] == 1.0  # every target ranked first
+    if backbone == "simgcl":
+        assert all(record["self_supervised"] > 0 for record in result.outcome.history)
 
-    again = train_graph_cf(train, targets, N_ITEMS, quick())
+    again = train_graph_cf(train, targets, N_ITEMS, quick(backbone=backbone))
     for name, tensor in result.model.state_dict().items():
         torch.testing.assert_close(again.model.state_dict()[name], tensor)
 
-    torch.save(result.model.state_dict(), tmp_path / "model.pt")
-    reloaded = LightGCN(len(train), N_ITEMS, dim=8, n_layers=2)
-    reloaded.load_state_dict(torch.load(tmp_path / "model.pt"))
+    item_ids = [f"item{i}" for i in range(1, N_ITEMS + 1)]
+    saved = save_checkpoint(tmp_path, "toy", backbone, result.model, item_ids, result.config, {"run": "test"})
+    reloaded = load_checkpoint(tmp_path, "toy", backbone).model
+    assert saved.kind == "graph_cf"
     rows = np.arange(len(train))
-    torch.testing.assert_close(score_all_users(reloaded, result.adjacency, rows),
-                               score_all_users(result.model, result.adjacency, rows))
+    torch.testing.assert_close(reloaded.score(train, rows), result.model.score(train, rows))
+    np.testing.assert_array_equal(item_vectors(reloaded), item_vectors(result.model))
+    np.testing.assert_array_equal(user_vectors(reloaded, train, user_rows=rows),
+                                  user_vectors(result.model, train, user_rows=rows))
+
+
+def test_served_scores_leave_out_the_history_and_the_evaluator_passes_user_rows(one_torch_thread: None) -> None:
+    """Users are scored by their own row whatever order the evaluator batches them in; history items are -inf."""
+    train, targets = two_communities()
+    model = train_graph_cf(train, targets, N_ITEMS, quick(max_epochs=5)).model
+    rows = np.arange(len(train))
+    scores = model.score(train, rows)
+    for row, history in enumerate(train):
+        assert torch.isinf(scores[row, history]).all()
+        assert torch.isfinite(scores[row, np.setdiff1d(np.arange(1, N_ITEMS + 1), history)]).all()
+    # Batches of 3, shortest history first: the ranks must equal those of one full pass in row order.
+    batched = evaluate_protocols(model.score, train, targets, batch_size=3, user_rows=rows)[False]
+    full = evaluate_protocols(model.score, train, targets, batch_size=len(train), user_rows=rows)[False]
+    np.testing.assert_array_equal(batched.ranks, full.ranks)
+    raw = GraphCFConfig(**{**model.config.__dict__, "exclude_history": False})
+    model.config = raw
+    assert torch.isfinite(model.score(train, rows)[:, 1:]).all()
 
 
 @pytest.mark.parametrize("variant", ["con", "gen"])
