@@ -282,8 +282,11 @@ def user_vectors(model: RetrievalModel, histories: Sequence[np.ndarray], batch_s
 def history_encoder(checkpoint: Checkpoint) -> Callable[[list[str]], np.ndarray]:
     """A function item-id history -> the model's query vector, for `ml.index.recommend.recommend`."""
     model = checkpoint.model
-    if not supports_retrieval(model) or isinstance(model, GraphCFRecommender):
-        raise ValueError(f"{checkpoint.name} ({checkpoint.kind}) has no history encoder; recommend by user id")
+    if not supports_retrieval(model):
+        raise ValueError(f"{checkpoint.name} ({checkpoint.kind}) has no user tower")
+    if isinstance(model, GraphCFRecommender):
+        raise ValueError(f"{checkpoint.name} ({checkpoint.kind}) has a vector per training user but no history "
+                         "encoder; recommend by user id")
     rows = {item: row + 1 for row, item in enumerate(checkpoint.item_ids)}
 
     def encode(history: list[str]) -> np.ndarray:
