@@ -9,6 +9,7 @@ from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.embeddings import item_llm_embeddings, item_text_embeddings, profile_embeddings
 from orchestration.assets.evaluation import best_model_beats_popularity, model_evaluation
 from orchestration.assets.generative import eager_model
+from orchestration.assets.graph_cf import graph_cf_model, rlmrec_con_model, rlmrec_gen_model
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.profiles import item_profiles, user_profiles
 from orchestration.assets.publishing import published_index
@@ -26,6 +27,7 @@ defs = dg.Definitions(
         item_profiles, user_profiles, item_text_embeddings, profile_embeddings, item_llm_embeddings,
         behaviour_embeddings, semantic_codes, behaviour_codes,
         popularity_model, sasrec_model, content_sasrec_model, learn_model, eager_model, blend_model,
+        graph_cf_model, rlmrec_con_model, rlmrec_gen_model,
         model_evaluation, published_index,
     ],
     asset_checks=[gx_raw_events, gx_interactions, best_model_beats_popularity],

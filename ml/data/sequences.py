@@ -7,6 +7,7 @@ every sequence model can use one embedding table with `padding_idx=0`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,6 +46,10 @@ class SequenceData:
     def n_users(self) -> int:
         """Number of users."""
         return len(self.user_ids)
+
+    def user_ids_digest(self) -> str:
+        """sha256 of the user ids in row order: a model that keeps a vector per user row checks it before use."""
+        return hashlib.sha256("\n".join(self.user_ids).encode()).hexdigest()[:16]
 
     def history(self, split: Split) -> tuple[list[np.ndarray], np.ndarray]:
         """Input histories and targets for evaluating `split`: valid sees train, test sees train + valid."""

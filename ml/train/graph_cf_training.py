@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,8 +114,13 @@ def validation_metrics(model: GraphCFRecommender, train: Sequence[np.ndarray], t
 
 def train_graph_cf(train: Sequence[np.ndarray], valid_targets: np.ndarray, n_items: int,
                    config: GraphCFConfig, user_semantic: np.ndarray | None = None,
-                   item_semantic: np.ndarray | None = None, on_epoch: EpochCallback | None = None) -> GraphCFResult:
-    """Train the configured backbone (and its Con or Gen alignment) on the training sequences; keep the best epoch."""
+                   item_semantic: np.ndarray | None = None, on_epoch: EpochCallback | None = None,
+                   validation: Callable[[GraphCFRecommender], dict[str, float]] | None = None) -> GraphCFResult:
+    """Train the configured backbone (and its Con or Gen alignment) on the training sequences; keep the best epoch.
+
+    `validation` replaces the leave-one-out validation on `valid_targets` (e.g. the random-holdout
+    protocol's, see `ml/evaluate/holdout.py`); it gets the model in eval mode.
+    """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -178,7 +183,10 @@ def train_graph_cf(train: Sequence[np.ndarray], valid_targets: np.ndarray, n_ite
         return {key: value / steps_per_epoch for key, value in totals.items()}
 
     def validate() -> dict[str, float]:
-        return validation_metrics(model, train, valid_targets)
+        if validation is None:
+            return validation_metrics(model, train, valid_targets)
+        model.eval()
+        return validation(model)
 
     outcome = fit_with_early_stopping(model, train_epoch, validate, budget.max_epochs, config.patience,
                                       budget.eval_every, on_epoch, name=name)

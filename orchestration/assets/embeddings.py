@@ -16,6 +16,13 @@ import numpy as np
 from pydantic import Field
 
 from ml.data.embedding_store import write_embeddings
+from ml.data.semantic_vectors import (
+    HISTORY_MEAN_ITEMS,
+    ITEM_PROFILE,
+    ITEM_TEXT,
+    USER_PROFILE,
+    history_mean_vectors,
+)
 from ml.data.warehouse import Connect
 from ml.encoders.cache import CachedEncoding, TextEncoder, encode_cached, fill_cache, read_cached
 from ml.encoders.llm import FrozenLLMEncoder
@@ -26,11 +33,9 @@ from orchestration.assets.profiles import ITEM_CATALOG, item_profiles, published
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, WarehouseResource
 
-# Names of the embedding sets in the store (downstream assets read them by these names).
-ITEM_TEXT = "item_text"
+# Names of the embedding sets in the store (downstream assets read them by these names; the
+# semantic-vector reader of the graph models names three of them too, so they are defined there).
 ITEM_LLM = "item_llm"
-ITEM_PROFILE = "item_profile"
-USER_PROFILE = "user_profile"
 
 
 class SentenceEmbeddingConfig(dg.Config):
@@ -175,13 +180,6 @@ def item_llm_embeddings(
     return _embed_item_texts(context, encoder, ITEM_LLM, warehouse, artifacts, config.max_new_texts)
 
 
-def history_mean_vectors(histories: list[list[int]], item_vectors: np.ndarray) -> np.ndarray:
-    """For each history (row indices into `item_vectors`), the L2-normalized mean of those item vectors."""
-    means = np.stack([item_vectors[rows].mean(axis=0) for rows in histories]) if histories else \
-        np.zeros((0, item_vectors.shape[1]), dtype=np.float32)
-    return (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 @dg.asset(
     deps=[item_profiles, user_profiles],
     group_name="enrichment",
@@ -217,7 +215,8 @@ def profile_embeddings(
     position = {item: row for row, item in enumerate(item_ids)}
     fallback_users = [user for user in user_ids if user not in user_summaries]
     fallback = history_mean_vectors(
-        [[position[row.item_id] for row in inputs.train_by_user[user][-10:]] for user in fallback_users],
+        [[position[row.item_id] for row in inputs.train_by_user[user][-HISTORY_MEAN_ITEMS:]]
+         for user in fallback_users],
         items.encoding.vectors,
     )
     vectors = dict(zip(profiled, encoding.vectors, strict=True)) | dict(zip(fallback_users, fallback, strict=True))

@@ -19,6 +19,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
@@ -39,11 +40,19 @@ from ml.evaluate.report import (
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
 from ml.models.blend import ScoreBlend
 from ml.models.checkpoints import load_checkpoint, supports_retrieval
+from ml.models.graph_cf import GraphCFRecommender
 from ml.models.learn import LEARN
 from ml.tracking.mlflow_store import log_metrics, register_best_model
 from ml.train.early_stopping import SELECTION_METRIC
 from orchestration.assets.blend import BLEND, blend_model
 from orchestration.assets.generative import EAGER, eager_model
+from orchestration.assets.graph_cf import (
+    GRAPH_CF_MODELS,
+    check_user_rows,
+    graph_cf_model,
+    rlmrec_con_model,
+    rlmrec_gen_model,
+)
 from orchestration.assets.training import (
     MODEL_NAMES,
     POPULARITY,
@@ -58,7 +67,7 @@ from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowRe
 RESULTS_FILE = "results.json"
 CURVES_FILE = "recall_curves.png"
 METRICS_TABLE = "evaluation.model_metrics"
-EVALUATED_MODELS = (*MODEL_NAMES, EAGER, BLEND)
+EVALUATED_MODELS = (*MODEL_NAMES, EAGER, BLEND, *GRAPH_CF_MODELS)
 # What a checkpoint serves beyond its weights, repeated in results.json (absent = raw scores).
 SERVED_SETTINGS = ("popularity_beta", "blend_weight")
 
@@ -111,7 +120,8 @@ def _metric_rows(reports: list[ModelReport]) -> pa.Table:
 
 
 @dg.asset(
-    deps=[popularity_model, sasrec_model, content_sasrec_model, learn_model, eager_model, blend_model],
+    deps=[popularity_model, sasrec_model, content_sasrec_model, learn_model, eager_model, blend_model,
+          graph_cf_model, rlmrec_con_model, rlmrec_gen_model],
     group_name="evaluation",
     partitions_def=dataset_partitions,
     pool=DUCKDB_POOL,
@@ -140,6 +150,11 @@ def model_evaluation(
             raise ValueError(f"checkpoint {checkpoint.path} was trained on another item vocabulary; retrain {name}")
         # LEARN (alone or in a blend) embeds the whole catalogue once per block instead of once per scored batch.
         info = checkpoint.manifest["info"]
+        # A graph model scores users by their row in its training graph (the split's user order).
+        user_rows: dict[str, np.ndarray] = {}
+        if isinstance(model, GraphCFRecommender):
+            check_user_rows(info, data, name)
+            user_rows["user_rows"] = np.arange(data.n_users)
         with model.cached_items() if isinstance(model, LEARN | ScoreBlend) else nullcontext():
             # Every training asset selected its checkpoint on exactly these validation metrics (history
             # ranked, the same evaluator, the served scores): reuse them rather than score validation again.
@@ -147,9 +162,9 @@ def model_evaluation(
                 valid_metrics = dict(info["best_valid"])
             else:
                 valid_metrics = evaluate_model(model.score, valid_histories, valid_targets, config.batch_size,
-                                               mask_history=config.mask_history).metrics
+                                               mask_history=config.mask_history, **user_rows).metrics
             # Test under both protocols from one scoring pass; the configured one is the headline.
-            both = evaluate_protocols(model.score, test_histories, test_targets, config.batch_size)
+            both = evaluate_protocols(model.score, test_histories, test_targets, config.batch_size, **user_rows)
         test, other = both[config.mask_history], both[not config.mask_history]
         slices = slice_metrics(test.ranks, masks)
         run_id = info["mlflow_run_id"]

@@ -3,7 +3,8 @@
 Runs only when the evaluation's blocking check passed (the model beats popularity on validation); only
 then, once the index is verified and current, does the registered version become the MLflow `champion`.
 The index holds the model's inference item vectors; user vectors are each user's query vector after
-their whole known history (train + validation + test items), which is what serving would use.
+their whole known history (train + validation + test items), which is what serving would use, or,
+for a graph-CF model, the user's vector in its training graph.
 `ml/index/publish.py` writes the version aside, verifies checksums and recall@10 against exact search,
 then switches `CURRENT`; earlier versions stay for rollback (`python -m orchestration.cli rollback`).
 """
@@ -18,8 +19,10 @@ from ml.data.sequences import load_sequences
 from ml.index.build import IndexConfig
 from ml.index.publish import publish_index
 from ml.models.checkpoints import item_vectors, load_checkpoint, supports_retrieval, user_vectors
+from ml.models.graph_cf import GraphCFRecommender
 from ml.tracking.mlflow_store import promote_champion
 from orchestration.assets.evaluation import model_evaluation, read_results
+from orchestration.assets.graph_cf import check_user_rows
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
 
@@ -70,9 +73,14 @@ def published_index(
     test_histories, test_targets = data.history("test")
     full_histories = [np.append(history, target) for history, target in zip(test_histories, test_targets,
                                                                               strict=True)]
+    # A graph model has one vector per training-graph user row (the split's user order), not a history encoder.
+    user_rows = None
+    if isinstance(model, GraphCFRecommender):
+        check_user_rows(checkpoint.manifest["info"], data, checkpoint.name)
+        user_rows = np.arange(data.n_users)
     published = publish_index(
         artifacts.indexes_root(), dataset, checkpoint.item_ids, item_vectors(model), data.user_ids,
-        user_vectors(model, full_histories),
+        user_vectors(model, full_histories, user_rows=user_rows),
         metadata={
             "model": checkpoint.name, "checkpoint_version": checkpoint.version,
             "mlflow_run_id": checkpoint.manifest["info"]["mlflow_run_id"],
