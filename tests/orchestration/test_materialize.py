@@ -28,6 +28,7 @@ from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.embeddings import item_llm_embeddings, item_text_embeddings, profile_embeddings
 from orchestration.assets.evaluation import best_model_beats_popularity, model_evaluation
 from orchestration.assets.generative import eager_model
+from orchestration.assets.graph_cf import graph_cf_model, rlmrec_con_model, rlmrec_gen_model
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.profiles import item_profiles, user_profiles
 from orchestration.assets.publishing import published_index
@@ -50,10 +51,11 @@ EMBEDDINGS = ("item_text", "item_llm", "item_profile", "user_profile", "item_beh
 ASSETS = [ingest_raw_logs, data_layer_dbt, data_layer_summary, gx_raw_events, gx_interactions, item_profiles,
           user_profiles, item_text_embeddings, profile_embeddings, item_llm_embeddings, behaviour_embeddings,
           semantic_codes, behaviour_codes, popularity_model, sasrec_model, content_sasrec_model, learn_model,
-          eager_model, blend_model, model_evaluation,
+          eager_model, blend_model, graph_cf_model, rlmrec_con_model, rlmrec_gen_model, model_evaluation,
           best_model_beats_popularity, published_index]
 TINY = {"n_layers": 1, "n_heads": 1, "max_len": 20, "max_epochs": 2, "patience": 2}
-MODELS = ("popularity", "sasrec", "content_sasrec", "learn", "eager", "blend")
+MODELS = ("popularity", "sasrec", "content_sasrec", "learn", "eager", "blend", "graph_cf", "rlmrec_con", "rlmrec_gen")
+GRAPH_TINY = {"config": {"dim": 8, "n_layers": 2, "lr": 0.01, "max_epochs": 2, "eval_every": 1}}
 
 
 def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInProcessResult:
@@ -75,6 +77,7 @@ def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInP
             "eager_model": {"config": {"hidden_dim": 16, "n_heads": 2, "decoder_layers": 1, "feedforward_dim": 32,
                                        "beam_size": 5, "batch_size": 512, "max_epochs": 1, "max_steps": None,
                                        "eval_every_steps": None, "eval_batch_size": 512}},
+            "graph_cf_model": GRAPH_TINY, "rlmrec_con_model": GRAPH_TINY, "rlmrec_gen_model": GRAPH_TINY,
         }},
     )
 
@@ -189,6 +192,13 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
         codes = eager_checkpoint.model.stream_codes["semantic"].codes[row]
         assert codes[codes >= 0].tolist() == list(semantic_paths[item])
     assert (artifacts / "mlflow" / "artifacts").is_dir() and not list(cwd.iterdir())
+    # The graph models hold their training graph; Con and Gen name their semantic vectors and the coverage.
+    for name in ("rlmrec_con", "rlmrec_gen"):
+        assert runs[name].data.params["semantic_source"] == "profiles"
+        assert runs[name].data.params["item_set_version"] == before["embedding_versions"]["item_profile"]
+        assert runs[name].data.metrics["item_profile_coverage"] == pytest.approx(items["dagster/row_count"] / 1349)
+    graph_checkpoint = load_checkpoint(artifacts / "checkpoints", DATASET, "graph_cf")
+    assert graph_checkpoint.kind == "graph_cf" and graph_checkpoint.model.n_users == 943
 
     # Evaluation: every model in the table, JSON and warehouse; the selected model beats popularity.
     evaluation = _metadata(first, "model_evaluation")
@@ -202,10 +212,11 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     # Validation figures are the ones each model was selected on, and they are what its served scores give.
     with duckdb.connect(str(warehouse_path), read_only=True) as con:
         data = load_sequences(con, DATASET)
-    for name in ("blend", "content_sasrec"):
+    for name in ("blend", "content_sasrec", "rlmrec_con"):
         model = load_checkpoint(artifacts / "checkpoints", DATASET, name).model
+        user_rows = {"user_rows": np.arange(data.n_users)} if name == "rlmrec_con" else {}
         with model.cached_items() if name == "blend" else nullcontext():
-            rescored = evaluate_model(model.score, *data.history("valid")).metrics
+            rescored = evaluate_model(model.score, *data.history("valid"), **user_rows).metrics
         recorded = {metric: value for model_name, split, _, metric, value, _ in metric_rows
                     if (model_name, split) == (name, "valid")}
         assert recorded == pytest.approx(rescored, abs=1e-9), name

@@ -4,7 +4,8 @@
 steps, so a fixed epoch count left every model below popularity; the step budgets must train a
 small dataset as well as a large one. Only the assets the models need are materialized (no LLM
 profiles: Content-SASRec and LEARN read the MiniLM item text embeddings by default; EAGER reads the
-semantic codes of those and the behaviour codes of SASRec's item table).
+semantic codes of those and the behaviour codes of SASRec's item table; RLMRec's Con and Gen read
+the catalog-text vectors, the configuration with full item coverage).
 """
 
 import json
@@ -20,6 +21,7 @@ from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.embeddings import item_text_embeddings
 from orchestration.assets.evaluation import RESULTS_FILE, best_model_beats_popularity, model_evaluation
 from orchestration.assets.generative import eager_model
+from orchestration.assets.graph_cf import graph_cf_model, rlmrec_con_model, rlmrec_gen_model
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.training import content_sasrec_model, learn_model, popularity_model, sasrec_model
 from orchestration.resources import pipeline_resources, registry_path
@@ -27,14 +29,22 @@ from orchestration.resources import pipeline_resources, registry_path
 DATASET = "movielens-100k"
 
 
+def _quick_with_catalog_text() -> dict:
+    """The quick preset, with Con and Gen aligned to the catalog-text vectors (no LLM profiles needed)."""
+    config = preset_run_config("quick")
+    for asset in ("rlmrec_con_model", "rlmrec_gen_model"):
+        config["ops"][asset] = {"config": {"semantic_source": "catalog_text"}}
+    return config
+
+
 def test_quick_preset_beats_popularity_on_movielens(warehouse_path: Path, tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
     result = dg.materialize(
         [ingest_raw_logs, data_layer_dbt, item_text_embeddings, popularity_model, sasrec_model, content_sasrec_model,
          learn_model, behaviour_embeddings, semantic_codes, behaviour_codes, eager_model, blend_model,
-         model_evaluation, best_model_beats_popularity],
+         graph_cf_model, rlmrec_con_model, rlmrec_gen_model, model_evaluation, best_model_beats_popularity],
         partition_key=DATASET, resources=pipeline_resources(str(warehouse_path), registry_path(), artifacts),
-        run_config=preset_run_config("quick"), raise_on_error=False,
+        run_config=_quick_with_catalog_text(), raise_on_error=False,
     )
     assert result.success
     [gate] = [e for e in result.get_asset_check_evaluations() if e.check_name == "best_model_beats_popularity"]
@@ -44,7 +54,8 @@ def test_quick_preset_beats_popularity_on_movielens(warehouse_path: Path, tmp_pa
     selected = results["selection"]["model"]
     models = results["models"]
     assert selected != "popularity"
-    for model in (selected, "eager", "blend"):  # the published model, the generative one and the blend
+    # The published model, the generative one, the blend and the graph models.
+    for model in (selected, "eager", "blend", "graph_cf", "rlmrec_con", "rlmrec_gen"):
         for split in ("valid", "test"):
             for metric in ("recall@10", "ndcg@10"):
                 assert models[model][split][metric] > models["popularity"][split][metric], (model, split, metric)
