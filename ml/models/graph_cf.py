@@ -29,6 +29,7 @@ Choices the papers leave open, and what we do:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -139,8 +140,16 @@ class LightGCN(nn.Module):
         return self.dim
 
     def graph(self, users: np.ndarray, items: np.ndarray) -> torch.Tensor:
-        """The normalized adjacency this backbone propagates over, for edges (user rows, item indices)."""
-        return normalized_adjacency(self.n_users, self.n_items, users, items, self.self_loops)
+        """The normalized adjacency this backbone propagates over, for edges (user rows, item indices), as CSR.
+
+        CSR, not COO: a propagation and its backward took 0.18 s against 0.26 s on amazon-beauty's graph
+        (1 thread), and every training step propagates the whole graph.
+        """
+        adjacency = normalized_adjacency(self.n_users, self.n_items, users, items, self.self_loops)
+        with warnings.catch_warnings():
+            # torch flags CSR as beta; sparse.mm with a dense right-hand side and its backward are what we use.
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return adjacency.to_sparse_csr()
 
     def layers(self, adjacency: torch.Tensor, layer0: torch.Tensor | None = None,
                noise: torch.Generator | None = None) -> list[torch.Tensor]:
