@@ -88,6 +88,13 @@ def sample_negatives(users: np.ndarray, n_items: int, train_keys: np.ndarray, rn
     raise ValueError(f"could not sample negatives in {MAX_NEGATIVE_ROUNDS} rounds: some user holds almost every item")
 
 
+def capped(rows: torch.Tensor, limit: int | None, generator: torch.Generator) -> torch.Tensor:
+    """At most `limit` of `rows`, drawn uniformly without replacement (all of them when None or fewer)."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    return rows[torch.randperm(len(rows), generator=generator)[:limit]]
+
+
 def _semantic_tables(user_semantic: np.ndarray | None, item_semantic: np.ndarray | None, n_users: int,
                      n_items: int, config: GraphCFConfig, generator: torch.Generator) -> torch.Tensor | None:
     """(n_users + n_items, semantic_dim) profile vectors in node order, shuffled within each kind for the control."""
@@ -167,12 +174,13 @@ def train_graph_cf(train: Sequence[np.ndarray], valid_targets: np.ndarray, n_ite
             self_supervised = backbone.auxiliary_loss(adjacency, users, torch.cat([positives, negatives]), generator)
             aligned = torch.zeros(())
             if isinstance(alignment, ContrastiveAlignment):
-                batch_users = torch.unique(users)
-                batch_items = n_users + torch.unique(torch.cat([positives, negatives])) - 1
+                batch_users = capped(torch.unique(users), config.max_alignment_nodes, generator)
+                batch_items = capped(n_users + torch.unique(torch.cat([positives, negatives])) - 1,
+                                     config.max_alignment_nodes, generator)
                 aligned = alignment(nodes[batch_users], semantic[batch_users]) + alignment(
                     nodes[batch_items], semantic[batch_items])
             elif isinstance(alignment, MaskedReconstruction):
-                aligned = alignment(nodes, semantic, masked)
+                aligned = alignment(nodes, semantic, capped(masked, config.max_alignment_nodes, generator))
             loss = bpr + self_supervised + config.alignment_weight * aligned
             optimizer.zero_grad()
             loss.backward()

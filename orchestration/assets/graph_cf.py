@@ -50,10 +50,12 @@ class GraphCFTrainingConfig(dg.Config):
     noise_eps: float = Field(default=0.1, description="SimGCL: norm of each layer's noise.")
     cl_weight: float = Field(default=0.2, description="SimGCL: weight of its view-contrastive term.")
     cl_temperature: float = 0.2
-    alignment_weight: float = Field(default=0.1, description="RLMRec: weight of the Con or Gen term.")
+    alignment_weight: float = Field(default=0.01, description="RLMRec: weight of the Con or Gen term.")
     temperature: float = Field(default=0.2, description="RLMRec: InfoNCE temperature.")
     mask_ratio: float = Field(default=0.1, description="RLMRec-Gen: share of nodes masked per step.")
     reconstruction_loss: ReconstructionLoss = "infonce"
+    max_alignment_nodes: int | None = Field(default=1024, description="RLMRec: nodes per kind in one step's "
+                                            "alignment InfoNCE, sampled (null = all the batch's / masked ones).")
     semantic_source: SemanticSource = Field(
         default="profiles", description="profiles = the RLMRec profile embeddings (catalog text / history "
         "mean where no profile was generated); catalog_text = every item's catalog text, full coverage.")
