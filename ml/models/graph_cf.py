@@ -182,11 +182,15 @@ class LightGCN(nn.Module):
         """BPR over propagated `nodes` for (user row, positive item index, negative item index) triples,
         plus `l2` times the batch's layer-0 squared norms over the batch size."""
         user_vectors, item_vectors = self.split(nodes)
-        u, p, n = user_vectors[users], item_vectors[positives - 1], item_vectors[negatives - 1]
+        # F.embedding, not tensor[index]: a batch repeats users thousands of times, and the indexing
+        # backward accumulated those rows in no fixed order with 2 threads (reruns differed); the
+        # embedding backward is deterministic.
+        u, p = F.embedding(users, user_vectors), F.embedding(positives - 1, item_vectors)
+        n = F.embedding(negatives - 1, item_vectors)
         ranking = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
         ego = self.embedding.weight
-        squared = (ego[users].pow(2).sum() + ego[self.n_users + positives - 1].pow(2).sum()
-                   + ego[self.n_users + negatives - 1].pow(2).sum()) / 2
+        squared = (F.embedding(users, ego).pow(2).sum() + F.embedding(self.n_users + positives - 1, ego).pow(2).sum()
+                   + F.embedding(self.n_users + negatives - 1, ego).pow(2).sum()) / 2
         return ranking + l2 * squared / len(users)
 
     @torch.no_grad()

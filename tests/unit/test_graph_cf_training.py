@@ -117,3 +117,20 @@ def test_alignment_variants_need_semantic_vectors() -> None:
     train, targets = two_communities()
     with pytest.raises(ValueError, match="needs user and item semantic vectors"):
         train_graph_cf(train, targets, N_ITEMS, quick("con"))
+
+
+def test_a_rerun_with_two_threads_gives_the_same_weights() -> None:
+    """Batches repeat each user hundreds of times; their gradients must add up in a fixed order."""
+    rng = np.random.default_rng(6)
+    train = [rng.choice(np.arange(1, 301), size=60, replace=False).astype(np.int64) for _ in range(100)]
+    targets = rng.integers(1, 301, size=100)
+    config = GraphCFConfig(dim=16, n_layers=2, batch_size=4096, lr=0.01, max_epochs=2, eval_every=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first = train_graph_cf(train, targets, 300, config).model.state_dict()
+        second = train_graph_cf(train, targets, 300, config).model.state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    for name, tensor in first.items():
+        assert torch.equal(second[name], tensor), name
