@@ -270,7 +270,8 @@ class GraphCFRecommender(nn.Module):
     """A trained backbone with the training graph it propagates over: scores users by row, serves vectors.
 
     The training edges are buffers, so a checkpoint holds the graph and reloads to the same scores.
-    In eval mode the propagated table is computed once and reused until the next `train()` call.
+    In eval mode the propagated table is computed once and reused until the next `train()` or
+    `load_state_dict()` call.
     """
 
     def __init__(self, backbone: LightGCN, edge_users: np.ndarray, edge_items: np.ndarray,
@@ -283,6 +284,8 @@ class GraphCFRecommender(nn.Module):
         self.register_buffer("edge_items", torch.from_numpy(items))
         self.adjacency = backbone.graph(users, items)
         self._nodes: torch.Tensor | None = None
+        # Loaded weights (the best epoch's, a checkpoint's) must never be scored through an older cache.
+        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "_nodes", None))
 
     def train(self, mode: bool = True) -> GraphCFRecommender:
         """Switch mode; the cached propagation is dropped (the weights may change or have changed)."""

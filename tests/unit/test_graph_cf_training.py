@@ -134,3 +134,16 @@ def test_a_rerun_with_two_threads_gives_the_same_weights() -> None:
         torch.set_num_threads(threads)
     for name, tensor in first.items():
         assert torch.equal(second[name], tensor), name
+
+
+def test_loading_other_weights_in_eval_mode_drops_the_cached_propagation(one_torch_thread: None) -> None:
+    train, targets = two_communities()
+    model = train_graph_cf(train, targets, N_ITEMS, quick(max_epochs=5)).model
+    rows = np.arange(len(train))
+    before = model.score(train, rows)  # fills the eval-mode cache
+    state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    state["backbone.embedding.weight"] = 2 * state["backbone.embedding.weight"]  # every score x 4
+    model.load_state_dict(state)
+    after = model.score(train, rows)
+    assert model.training is False
+    assert not torch.equal(before, after)
