@@ -13,6 +13,7 @@ from ml.models.blend import BlendConfig, ScoreBlend
 from ml.models.checkpoints import save_checkpoint
 from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
 from ml.models.eager import EAGER, EAGERConfig, StreamCodes
+from ml.models.graph_cf import GraphCFConfig, GraphCFRecommender, LightGCN, train_edges
 from ml.models.learn import LEARN, LEARNConfig
 from ml.models.popularity import PopularityModel
 from ml.models.sasrec import SASRec, SASRecConfig
@@ -100,6 +101,15 @@ def test_a_model_worse_than_popularity_is_not_published(tmp_path: Path, warehous
         models["content_sasrec"][0].content_projection.weight.zero_()
         models["learn"][0].projection.weight.zero_()
         models["learn"][0].projection.bias.zero_()
+    # Graph models with all-zero embeddings tie every item too; serving raw scores, since leaving out the
+    # history is already better than popularity on this 12-item catalogue.
+    edges = train_edges(data.train)
+    for name in ("graph_cf", "rlmrec_con", "rlmrec_gen"):
+        backbone = LightGCN(data.n_users, data.n_items, dim=4, n_layers=1)
+        with torch.no_grad():
+            backbone.embedding.weight.zero_()
+        graph_config = GraphCFConfig(dim=4, n_layers=1, exclude_history=False)
+        models[name] = (GraphCFRecommender(backbone, *edges, graph_config), graph_config)
     # The blend of the two tied models (weight and offset zero, as a fresh blend has) ties every item too.
     models["blend"] = (ScoreBlend(copy.deepcopy(models["content_sasrec"][0]), copy.deepcopy(models["learn"][0]),
                                   BlendConfig()), BlendConfig())
@@ -108,7 +118,8 @@ def test_a_model_worse_than_popularity_is_not_published(tmp_path: Path, warehous
         uri = log_model(store, run_id, model)
         save_checkpoint(artifacts / "checkpoints", "movielens-100k", name, model, data.item_ids,
                         config or getattr(model, "config", None),
-                        {"mlflow_run_id": run_id, "mlflow_model_uri": uri, "best_epoch": 0})
+                        {"mlflow_run_id": run_id, "mlflow_model_uri": uri, "best_epoch": 0,
+                         "user_ids_digest": data.user_ids_digest()})
 
     result = dg.materialize(
         [model_evaluation, best_model_beats_popularity, published_index], partition_key="movielens-100k",
