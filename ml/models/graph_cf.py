@@ -61,8 +61,10 @@ class GraphCFConfig:
     noise_eps: float = 0.1
     cl_weight: float = 0.2
     cl_temperature: float = 0.2
-    # RLMRec's alignment (Con and Gen).
+    # RLMRec's alignment: Con's InfoNCE weight and Gen's reconstruction weight, the authors' released
+    # defaults for LightGCN (kd_weight 1e-2, recon_weight 1e-1); the paper itself states neither.
     alignment_weight: float = 0.01
+    reconstruction_weight: float = 0.1
     temperature: float = 0.2
     mask_ratio: float = 0.1
     reconstruction_loss: ReconstructionLoss = "infonce"

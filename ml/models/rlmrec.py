@@ -16,6 +16,8 @@ Choices the paper leaves open, and what we do:
 - Con's negatives are the batch's other nodes, as the issue asks (the authors' code contrasts with
   every node of the kind); the temperature is configurable.
 - Gen's reconstruction loss is InfoNCE over the masked nodes (the authors' code) or 1 - cosine.
+- The loss weights are the authors' released LightGCN defaults: 0.01 for Con's InfoNCE, 0.1 for Gen's
+  reconstruction (`GraphCFConfig.alignment_weight` / `reconstruction_weight`).
 """
 
 from __future__ import annotations

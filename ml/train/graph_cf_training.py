@@ -8,7 +8,7 @@ not interacted with in training. Every step propagates the whole graph (no neigh
 - con: + `alignment_weight` x InfoNCE between each batch node's CF embedding and its own mapped profile
   vector (the batch's distinct users, and its distinct positive and negative items, separately).
 - gen: a `mask_ratio` of all nodes' layer-0 rows is replaced by the mask token before the step's
-  propagation (used by BPR as well, as in masked-autoencoder training), and + `alignment_weight` x
+  propagation (used by BPR as well, as in masked-autoencoder training), and + `reconstruction_weight` x
   the reconstruction loss of the masked nodes' profile vectors. Evaluation propagates without a mask.
 
 Validation ranks each user's validation target with the shared evaluator on the served scores, which
@@ -181,7 +181,8 @@ def train_graph_cf(train: Sequence[np.ndarray], valid_targets: np.ndarray, n_ite
                     nodes[batch_items], semantic[batch_items])
             elif isinstance(alignment, MaskedReconstruction):
                 aligned = alignment(nodes, semantic, capped(masked, config.max_alignment_nodes, generator))
-            loss = bpr + self_supervised + config.alignment_weight * aligned
+            weight = config.reconstruction_weight if masked is not None else config.alignment_weight
+            loss = bpr + self_supervised + weight * aligned
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -50,7 +50,9 @@ class GraphCFTrainingConfig(dg.Config):
     noise_eps: float = Field(default=0.1, description="SimGCL: norm of each layer's noise.")
     cl_weight: float = Field(default=0.2, description="SimGCL: weight of its view-contrastive term.")
     cl_temperature: float = 0.2
-    alignment_weight: float = Field(default=0.01, description="RLMRec: weight of the Con or Gen term.")
+    alignment_weight: float = Field(default=0.01, description="RLMRec-Con: weight of the InfoNCE alignment.")
+    reconstruction_weight: float = Field(default=0.1, description="RLMRec-Gen: weight of the masked "
+                                         "reconstruction (the authors' recon_weight; Con's is 10x smaller).")
     temperature: float = Field(default=0.2, description="RLMRec: InfoNCE temperature.")
     mask_ratio: float = Field(default=0.1, description="RLMRec-Gen: share of nodes masked per step.")
     reconstruction_loss: ReconstructionLoss = "infonce"

@@ -100,6 +100,19 @@ def test_alignment_variants_train_with_their_loss(one_torch_thread: None, varian
     assert result.outcome.best_valid["mrr"] >= 0.5
 
 
+@pytest.mark.parametrize(("variant", "weight_field"), [("con", "alignment_weight"), ("gen", "reconstruction_weight")])
+def test_each_variant_weighs_its_alignment_term_by_its_own_weight(one_torch_thread: None, variant: str,
+                                                                 weight_field: str) -> None:
+    train, targets = two_communities()
+    rng = np.random.default_rng(4)
+    users, items = rng.normal(size=(20, 6)), rng.normal(size=(N_ITEMS, 6))
+    # Con and Gen get different weights, so a variant reading the other's weight fails the identity below.
+    config = quick(variant, max_epochs=5, alignment_weight=0.03, reconstruction_weight=0.7)
+    for record in train_graph_cf(train, targets, N_ITEMS, config, users, items).outcome.history:
+        expected = record["bpr"] + record["self_supervised"] + getattr(config, weight_field) * record["alignment"]
+        assert record["loss"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_the_shuffled_control_gives_every_node_another_nodes_profile() -> None:
     rng = np.random.default_rng(5)
     users, items = rng.normal(size=(20, 6)), rng.normal(size=(N_ITEMS, 6))
