@@ -6,6 +6,7 @@ from orchestration.assets.behaviour import behaviour_embeddings
 from orchestration.assets.blend import blend_model
 from orchestration.assets.codes import behaviour_codes, semantic_codes
 from orchestration.assets.dbt import data_layer_dbt
+from orchestration.assets.ed2 import ed2_model
 from orchestration.assets.embeddings import item_llm_embeddings, item_text_embeddings, profile_embeddings
 from orchestration.assets.evaluation import best_model_beats_popularity, model_evaluation
 from orchestration.assets.generative import eager_model
@@ -27,7 +28,7 @@ defs = dg.Definitions(
         item_profiles, user_profiles, item_text_embeddings, profile_embeddings, item_llm_embeddings,
         behaviour_embeddings, semantic_codes, behaviour_codes,
         popularity_model, sasrec_model, content_sasrec_model, learn_model, eager_model, blend_model,
-        graph_cf_model, rlmrec_con_model, rlmrec_gen_model,
+        graph_cf_model, rlmrec_con_model, rlmrec_gen_model, ed2_model,
         model_evaluation, published_index,
     ],
     asset_checks=[gx_raw_events, gx_interactions, best_model_beats_popularity],

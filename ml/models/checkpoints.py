@@ -3,7 +3,8 @@
 Layout: `<root>/<dataset>/<model name>/<version>/` holds `model.pt` (kind, config, weights and, for
 LEARN and Content-SASRec, the frozen content matrix it was trained on, for EAGER its code tables and
 global features, for a blend both components' whole payloads, for a graph-CF model its training
-edges, so a checkpoint is self-contained), `item_ids.json` (row j of every item matrix is
+edges, for ED2 its LM's config, its vocabulary layout and, in the state dict, its code tables and
+semantic vectors, so a checkpoint is self-contained), `item_ids.json` (row j of every item matrix is
 item_ids[j]) and `manifest.json` (kind, config, training info such as the MLflow run id and best
 epoch, the sha256 of both files). The version is a digest of the weights and the vocabulary, so
 retraining to identical weights keeps the version, and its manifest, of the run that first produced
@@ -32,6 +33,7 @@ from ml.data.versioned import VersionedFolder, sha256_file, write_json
 from ml.models.blend import BlendConfig, ScoreBlend
 from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
 from ml.models.eager import EAGER, EAGERConfig, StreamCodes
+from ml.models.ed2 import ED2, ED2Config, ED2Vocabulary, build_lm
 from ml.models.graph_cf import GraphCFConfig, GraphCFRecommender, build_backbone
 from ml.models.learn import LEARN, LEARNConfig
 from ml.models.popularity import PopularityModel
@@ -43,7 +45,7 @@ MODEL_FILE = "model.pt"
 ITEM_IDS_FILE = "item_ids.json"
 MANIFEST_FILE = "manifest.json"
 
-TrainedModule = PopularityModel | SASRec | ContentSASRec | LEARN | EAGER | ScoreBlend | GraphCFRecommender
+TrainedModule = PopularityModel | SASRec | ContentSASRec | LEARN | EAGER | ScoreBlend | GraphCFRecommender | ED2
 RetrievalModel = SASRec | LEARN | ScoreBlend | GraphCFRecommender
 
 
@@ -62,7 +64,7 @@ class Checkpoint:
 
 
 def model_kind(model: nn.Module) -> str:
-    """'popularity', 'sasrec', 'content_sasrec', 'learn', 'eager', 'blend' or 'graph_cf'."""
+    """'popularity', 'sasrec', 'content_sasrec', 'learn', 'eager', 'blend', 'graph_cf' or 'ed2'."""
     if isinstance(model, ScoreBlend):
         return "blend"
     if isinstance(model, PopularityModel):
@@ -77,10 +79,12 @@ def model_kind(model: nn.Module) -> str:
         return "eager"
     if isinstance(model, GraphCFRecommender):
         return "graph_cf"
+    if isinstance(model, ED2):
+        return "ed2"
     raise TypeError(f"no checkpoint format for {type(model).__name__}")
 
 
-ModelConfig = SASRecConfig | LEARNConfig | EAGERConfig | BlendConfig | GraphCFConfig
+ModelConfig = SASRecConfig | LEARNConfig | EAGERConfig | BlendConfig | GraphCFConfig | ED2Config
 
 
 def _config_dict(model: TrainedModule, config: ModelConfig | None) -> dict[str, Any]:
@@ -116,6 +120,10 @@ def _payload(model: TrainedModule, config: ModelConfig | None) -> dict[str, Any]
         }
     if isinstance(model, GraphCFRecommender):  # the training edges are buffers, in the state dict
         payload["n_users"] = model.n_users
+    if isinstance(model, ED2):  # code tables and semantic vectors are buffers, in the state dict
+        payload["n_users"] = model.n_users
+        payload["vocabulary"] = model.vocabulary.to_dict()
+        payload["lm_config"] = model.lm_config
     if isinstance(model, ScoreBlend):  # each component whole; the blend's own state is its weight and offset
         payload["components"] = {name: _payload(getattr(model, name), getattr(model, name).config)
                                  for name in BLEND_COMPONENTS}
@@ -193,6 +201,12 @@ def _rebuild(payload: dict[str, Any]) -> TrainedModule:
         state = payload["state_dict"]
         model = GraphCFRecommender(build_backbone(int(payload["n_users"]), n_items, config),
                                    state["edge_users"].numpy(), state["edge_items"].numpy(), config)
+    elif kind == "ed2":
+        config = ED2Config(**payload["config"])
+        state = payload["state_dict"]
+        model = ED2(state["item_semantic"].numpy(), state["user_semantic"].numpy(), config,
+                    build_lm(payload["lm_config"], config), ED2Vocabulary.from_dict(payload["vocabulary"]),
+                    payload["lm_config"])
     else:
         raise ValueError(f"unknown model kind {kind!r} in checkpoint")
     state = dict(payload["state_dict"])

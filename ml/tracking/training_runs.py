@@ -10,6 +10,7 @@ import, so the Dagster assets only turn the result into asset metadata.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +42,15 @@ class TrainingOutcome:
     best_valid: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # more facts for the checkpoint manifest
+    # Text files (name -> content) logged as MLflow artifacts of the run, e.g. ED2's code tables.
+    artifact_texts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, result: Any, extra: dict[str, Any] | None = None) -> TrainingOutcome:
+    def of(cls, result: Any, extra: dict[str, Any] | None = None,
+           artifact_texts: dict[str, str] | None = None) -> TrainingOutcome:
         """The outcome of a trainer's result (model, config, best_epoch, best_valid, history, extra?), plus `extra`."""
         return cls(result.model, result.config, result.best_epoch, result.best_valid, result.history,
-                   extra={**getattr(result, "extra", {}), **(extra or {})})
+                   extra={**getattr(result, "extra", {}), **(extra or {})}, artifact_texts=dict(artifact_texts or {}))
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,11 @@ def track_training(
             curve = plot_training_curve(outcome.history, place.results_root / dataset / f"{name}_training_curve.png",
                                         title=name)
             log_artifact(place.store, run_id, curve)
+        if outcome.artifact_texts:
+            with tempfile.TemporaryDirectory() as folder:
+                for file_name, text in outcome.artifact_texts.items():
+                    (Path(folder) / file_name).write_text(text)
+                    log_artifact(place.store, run_id, Path(folder) / file_name)
         checkpoint = save_checkpoint(
             place.checkpoints_root, dataset, name, outcome.model, item_ids, outcome.config,
             {"mlflow_run_id": run_id, "mlflow_model_uri": model_uri, **place.tags,

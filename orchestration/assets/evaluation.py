@@ -7,9 +7,10 @@ not use), and it is scored on test, once, with the same full-ranking evaluator
 the test slices of `ml/evaluate/slices.py`. The best retrieval model on validation NDCG@10 is
 registered in the MLflow model registry (`llmrec-<dataset>`; the publishing asset moves the alias
 `champion` to it once the gate passed) and published as the faiss index; a generative model
-(EAGER, beam search over codes, no item vectors) is evaluated and ranked like the others, and when
-it is the best on validation `selection.best_overall` says so while the index serves the best
-retrieval model. Results land in `<data>/results/<dataset>/results.json`, a recall@k plot beside it, the warehouse table
+(EAGER or ED2, beam search over codes, no item vectors) is evaluated and ranked like the others,
+and when it is the best on validation `selection.best_overall` says so while the index serves the
+best retrieval model. ED2, generative too, is scored with each user's row, since its prompt holds the
+user's index. Results land in `<data>/results/<dataset>/results.json`, a recall@k plot beside it, the warehouse table
 `evaluation.model_metrics` and this asset's metadata. A blocking check refuses a best model that does
 not beat popularity on validation, which keeps it from being published.
 """
@@ -40,11 +41,13 @@ from ml.evaluate.report import (
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
 from ml.models.blend import ScoreBlend
 from ml.models.checkpoints import load_checkpoint, supports_retrieval
+from ml.models.ed2 import ED2
 from ml.models.graph_cf import GraphCFRecommender
 from ml.models.learn import LEARN
 from ml.tracking.mlflow_store import log_metrics, register_best_model
 from ml.train.early_stopping import SELECTION_METRIC
 from orchestration.assets.blend import BLEND, blend_model
+from orchestration.assets.ed2 import ED2_MODEL, ed2_model
 from orchestration.assets.generative import EAGER, eager_model
 from orchestration.assets.graph_cf import (
     GRAPH_CF_MODELS,
@@ -67,7 +70,7 @@ from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowRe
 RESULTS_FILE = "results.json"
 CURVES_FILE = "recall_curves.png"
 METRICS_TABLE = "evaluation.model_metrics"
-EVALUATED_MODELS = (*MODEL_NAMES, EAGER, BLEND, *GRAPH_CF_MODELS)
+EVALUATED_MODELS = (*MODEL_NAMES, EAGER, BLEND, *GRAPH_CF_MODELS, ED2_MODEL)
 # What a checkpoint serves beyond its weights, repeated in results.json (absent = raw scores).
 SERVED_SETTINGS = ("popularity_beta", "blend_weight")
 
@@ -121,7 +124,7 @@ def _metric_rows(reports: list[ModelReport]) -> pa.Table:
 
 @dg.asset(
     deps=[popularity_model, sasrec_model, content_sasrec_model, learn_model, eager_model, blend_model,
-          graph_cf_model, rlmrec_con_model, rlmrec_gen_model],
+          graph_cf_model, rlmrec_con_model, rlmrec_gen_model, ed2_model],
     group_name="evaluation",
     partitions_def=dataset_partitions,
     pool=DUCKDB_POOL,
@@ -150,9 +153,10 @@ def model_evaluation(
             raise ValueError(f"checkpoint {checkpoint.path} was trained on another item vocabulary; retrain {name}")
         # LEARN (alone or in a blend) embeds the whole catalogue once per block instead of once per scored batch.
         info = checkpoint.manifest["info"]
-        # A graph model scores users by their row in its training graph (the split's user order).
+        # A graph model scores users by their row in its training graph, ED2 by the index of that row's user
+        # (the split's user order, both).
         user_rows: dict[str, np.ndarray] = {}
-        if isinstance(model, GraphCFRecommender):
+        if isinstance(model, GraphCFRecommender | ED2):
             check_user_rows(info, data, name)
             user_rows["user_rows"] = np.arange(data.n_users)
         with model.cached_items() if isinstance(model, LEARN | ScoreBlend) else nullcontext():

@@ -86,7 +86,7 @@ def read_semantics(artifacts: ArtifactStoreResource, data: SequenceData, source:
 
 
 def check_user_rows(info: dict[str, Any], data: SequenceData, name: str) -> None:
-    """Refuse a graph model trained on another user list: its user rows would be other users."""
+    """Refuse a model that keeps state per user row (graph CF, ED2) trained on another user list: other users."""
     if info.get("user_ids_digest") != data.user_ids_digest():
         raise ValueError(f"{name} was trained on another user list than the current {data.dataset} split; retrain it")
 

@@ -23,7 +23,7 @@ def test_assets_are_in_their_groups_with_lineage() -> None:
     later_groups = {"popularity_model": "training", "sasrec_model": "training", "content_sasrec_model": "training",
                     "learn_model": "training", "eager_model": "training", "blend_model": "training",
                     "graph_cf_model": "training", "rlmrec_con_model": "training", "rlmrec_gen_model": "training",
-                    "model_evaluation": "evaluation", "published_index": "publishing"}
+                    "ed2_model": "training", "model_evaluation": "evaluation", "published_index": "publishing"}
     assert enrichment <= graph.get_all_asset_keys()
     for key in graph.get_all_asset_keys():
         expected = later_groups.get(key.to_user_string(), "enrichment" if key in enrichment else "data")
@@ -53,9 +53,10 @@ def test_assets_are_in_their_groups_with_lineage() -> None:
         "graph_cf_model": {"marts/user_sequences"},
         "rlmrec_con_model": {"marts/user_sequences", "profile_embeddings", "item_text_embeddings"},
         "rlmrec_gen_model": {"marts/user_sequences", "profile_embeddings", "item_text_embeddings"},
+        "ed2_model": {"marts/user_sequences", "item_text_embeddings", "item_llm_embeddings", "profile_embeddings"},
         "model_evaluation": {"popularity_model", "sasrec_model", "content_sasrec_model", "learn_model",
                              "eager_model", "blend_model", "graph_cf_model", "rlmrec_con_model",
-                             "rlmrec_gen_model"},
+                             "rlmrec_gen_model", "ed2_model"},
         "published_index": {"model_evaluation"},
     }
     # Lineage: raw events -> staging -> ... -> stats -> summary.

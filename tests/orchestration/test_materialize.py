@@ -25,6 +25,7 @@ from orchestration.assets.behaviour import behaviour_embeddings
 from orchestration.assets.blend import blend_model
 from orchestration.assets.codes import behaviour_codes, semantic_codes
 from orchestration.assets.dbt import data_layer_dbt
+from orchestration.assets.ed2 import ed2_model
 from orchestration.assets.embeddings import item_llm_embeddings, item_text_embeddings, profile_embeddings
 from orchestration.assets.evaluation import best_model_beats_popularity, model_evaluation
 from orchestration.assets.generative import eager_model
@@ -51,10 +52,11 @@ EMBEDDINGS = ("item_text", "item_llm", "item_profile", "user_profile", "item_beh
 ASSETS = [ingest_raw_logs, data_layer_dbt, data_layer_summary, gx_raw_events, gx_interactions, item_profiles,
           user_profiles, item_text_embeddings, profile_embeddings, item_llm_embeddings, behaviour_embeddings,
           semantic_codes, behaviour_codes, popularity_model, sasrec_model, content_sasrec_model, learn_model,
-          eager_model, blend_model, graph_cf_model, rlmrec_con_model, rlmrec_gen_model, model_evaluation,
+          eager_model, blend_model, graph_cf_model, rlmrec_con_model, rlmrec_gen_model, ed2_model, model_evaluation,
           best_model_beats_popularity, published_index]
 TINY = {"n_layers": 1, "n_heads": 1, "max_len": 20, "max_epochs": 2, "patience": 2}
-MODELS = ("popularity", "sasrec", "content_sasrec", "learn", "eager", "blend", "graph_cf", "rlmrec_con", "rlmrec_gen")
+MODELS = ("popularity", "sasrec", "content_sasrec", "learn", "eager", "blend", "graph_cf", "rlmrec_con", "rlmrec_gen",
+          "ed2")
 GRAPH_TINY = {"config": {"dim": 8, "n_layers": 2, "lr": 0.01, "max_epochs": 2, "eval_every": 1}}
 
 
@@ -78,6 +80,10 @@ def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInP
                                        "beam_size": 5, "batch_size": 512, "max_epochs": 1, "max_steps": None,
                                        "eval_every_steps": None, "eval_batch_size": 512}},
             "graph_cf_model": GRAPH_TINY, "rlmrec_con_model": GRAPH_TINY, "rlmrec_gen_model": GRAPH_TINY,
+            "ed2_model": {"config": {"hidden_dim": 16, "n_layers": 1, "n_heads": 2, "intermediate_dim": 32,
+                                     "codebook_size": 16, "latent_dim": 8, "quantizer_hidden": 16,
+                                     "quantizer_pretrain_steps": 20, "max_len": 5, "beam_size": 5, "batch_size": 64,
+                                     "max_steps": 20, "eval_every_steps": 20, "eval_batch_size": 256}},
         }},
     )
 
@@ -199,6 +205,17 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
         assert runs[name].data.metrics["item_profile_coverage"] == pytest.approx(items["dagster/row_count"] / 1349)
     graph_checkpoint = load_checkpoint(artifacts / "checkpoints", DATASET, "graph_cf")
     assert graph_checkpoint.kind == "graph_cf" and graph_checkpoint.model.n_users == 943
+    # ED2 names its semantic sets (item_llm is complete here) and logs the code tables it was selected with.
+    ed2_run = runs["ed2"]
+    assert ed2_run.data.params["item_semantic_set"] == "item_llm"
+    assert ed2_run.data.params["item_set_version"] == before["embedding_versions"]["item_llm"]
+    assert ed2_run.data.params["user_set_version"] == before["embedding_versions"]["user_profile"]
+    ed2_checkpoint = load_checkpoint(artifacts / "checkpoints", DATASET, "ed2")
+    logged = store.client().download_artifacts(ed2_run.info.run_id, "ed2_item_codes.csv", str(tmp_path))
+    rows = Path(logged).read_text().splitlines()[1:]
+    table = ed2_checkpoint.model.code_table("item")
+    assert len(rows) == 1349 and rows[0].split(",") == [ed2_checkpoint.item_ids[0], *map(str, table.codes[0]),
+                                                         str(table.suffix[0])]
 
     # Evaluation: every model in the table, JSON and warehouse; the selected model beats popularity.
     evaluation = _metadata(first, "model_evaluation")
@@ -206,6 +223,7 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     # A graph model may win here: its served scores leave out the history, which movielens never repeats.
     assert selected in {"sasrec", "content_sasrec", "learn", "blend", "graph_cf", "rlmrec_con", "rlmrec_gen"}
     assert "| popularity |" in evaluation["results_table"] and "| eager |" in evaluation["results_table"]
+    assert "| ed2 |" in evaluation["results_table"]
     assert evaluation["recall_curves"].startswith("![test recall@k per model](data:image/png;base64,")
     metric_rows = before["evaluation.model_metrics"]
     assert {(model, split) for model, split, *_ in metric_rows} == {

@@ -1,0 +1,532 @@
+"""ED2 (WWW 2025): a causal LM that generates the next item's index over a dual dynamic user and item index.
+
+Every item and every user has an M-token index from its own residual quantiser
+(`ml/models/residual_quantizer.py`) over its semantic vector. A causal language model
+(`transformers`' `LlamaForCausalLM`) reads the instruction of `ml/data/ed2_instructions.py`, with the
+user's and the history items' index tokens spliced in, and generates the next item's tokens; an
+extended LM head scores the index tokens. Constrained beam search over the valid item indices
+(EAGER's trie, `ml/codes/trie.py`) ranks items, and the full-ranking scores follow EAGER's
+convention (beam items first, the rest tied below), so the one evaluator applies.
+
+Backbones: `tiny` (CPU default), a randomly initialised Llama of a few layers over a vocabulary of
+the template words and the index tokens only; `smollm2`, the packaged SmolLM2-135M with the index
+tokens appended to its vocabulary (embedding and tied LM head resized), fine-tuned fully or by LoRA.
+
+Choices the paper leaves open, and what we do:
+
+- The dual dynamic index is learnt with the recommender through the token embeddings: the
+  embedding of index token (level l, code c) is the LM's own row for it plus a projection of
+  codeword c of level l, and the LM head scores index tokens with the same rows (tied). So the
+  recommendation loss moves the codewords, and codes re-assigned from the current quantisers (every
+  epoch by default) carry what the recommender learnt: the index is dynamic in the paper's sense,
+  although the semantic vectors come from the enrichment stage's frozen encoders, not the backbone.
+  A suffix token (collisions) has no codeword: its row is the LM's alone.
+- Static index (the ablation): the same quantisers, pre-trained the same way, then frozen; the
+  codes never change.
+- Multi-granularity token regulator. Index level: in-batch InfoNCE (temperature 0.1, the authors')
+  between the mean of the backbone's last hidden states over an entity's index tokens and its
+  semantic vector projected to the backbone width. Token level: each quantiser level's input and
+  its chosen codeword pulled together, ||r_l - q_l||^2 with gradients to both (the paper's formula;
+  the quantiser's own commitment term is the input-side pull alone). Both weigh 1, as the authors
+  add them.
+- An answer position's softmax runs over its kind's index tokens and END only (the answer is an
+  index; constrained decoding renormalises over allowed tokens anyway). For SmolLM2 that also
+  avoids a 49k-way output per position.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ml.codes.trie import END, N_SPECIAL, PAD, CodeTrie, constrained_beam_search, full_ranking_scores
+from ml.data.ed2_instructions import InstructionBuilder, history_window, template_words, tokenize_pieces, word_split
+from ml.models.contrastive import info_nce
+from ml.models.eager import unit_rms
+from ml.models.residual_quantizer import NO_SUFFIX, CodeTable, QuantizerConfig, ResidualQuantizer
+
+logger = logging.getLogger(__name__)
+
+Backbone = Literal["tiny", "smollm2"]
+IndexMode = Literal["dynamic", "static"]
+FineTune = Literal["full", "lora"]
+EntityKind = Literal["item", "user"]
+
+
+@dataclass(frozen=True)
+class ED2Config:
+    """Backbone, index, regulators, user task, decoding and optimisation settings of ED2."""
+
+    backbone: Backbone = "tiny"
+    hidden_dim: int = 128  # tiny backbone only (SmolLM2's is 576)
+    n_layers: int = 2
+    n_heads: int = 4
+    intermediate_dim: int = 512
+    finetune: FineTune = "full"  # smollm2: full fine-tune or LoRA on the attention projections
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    levels: int = 4  # M
+    codebook_size: int = 64  # N
+    latent_dim: int = 64
+    quantizer_hidden: int = 256
+    commitment_weight: float = 0.25
+    index: IndexMode = "dynamic"
+    reassign_every: int = 1  # epochs between code re-assignments (dynamic index)
+    quantizer_pretrain_steps: int = 300  # full-batch steps before the recommender trains (both index modes)
+    quantizer_lr: float = 1e-3
+    index_regulator_weight: float = 1.0
+    token_regulator_weight: float = 1.0
+    regulator_temperature: float = 0.1
+    regulator_entities: int = 256  # at most this many items and users per step in the regulators
+    user_task_ratio: float = 0.25  # user-prediction examples per next-item example
+    user_context: int = 10  # users shown in a user-prediction prompt
+    max_len: int = 20  # history items in a prompt
+    beam_size: int = 20
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    bucket_batches: int = 32
+    eval_batch_size: int = 128
+    max_epochs: int = 100
+    max_steps: int | None = None
+    eval_every: int = 1
+    eval_every_steps: int | None = None
+    patience: int = 5
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_dim", "n_layers", "n_heads", "intermediate_dim", "lora_rank", "levels",
+                     "latent_dim", "quantizer_hidden", "reassign_every", "regulator_entities", "user_context",
+                     "max_len", "beam_size", "batch_size", "bucket_batches", "eval_batch_size", "max_epochs",
+                     "max_steps", "eval_every", "eval_every_steps", "patience"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.codebook_size < 2:
+            raise ValueError("codebook_size must be at least 2")
+        if self.hidden_dim % self.n_heads:
+            raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by n_heads ({self.n_heads})")
+        for name in ("index_regulator_weight", "token_regulator_weight", "user_task_ratio", "weight_decay",
+                     "warmup_steps", "quantizer_pretrain_steps", "commitment_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.regulator_temperature <= 0:
+            raise ValueError("regulator_temperature must be positive")
+        if self.backbone not in ("tiny", "smollm2") or self.index not in ("dynamic", "static") or \
+                self.finetune not in ("full", "lora"):
+            raise ValueError(f"unknown backbone / index / finetune: {self.backbone}, {self.index}, {self.finetune}")
+
+    def quantizer(self) -> QuantizerConfig:
+        """The shape of each of the two quantisers."""
+        return QuantizerConfig(levels=self.levels, codebook_size=self.codebook_size, latent_dim=self.latent_dim,
+                               hidden_dim=self.quantizer_hidden, commitment_weight=self.commitment_weight)
+
+
+@dataclass(frozen=True)
+class IndexTokens:
+    """A block of LM token ids for one entity kind: `levels` x `size` code tokens, then `size` suffix tokens."""
+
+    first: int
+    levels: int
+    size: int
+
+    @property
+    def count(self) -> int:
+        """Token ids in the block."""
+        return (self.levels + 1) * self.size
+
+    def token(self, level: int, code: int) -> int:
+        """The LM id of code `code` at `level` (level == levels: suffix `code`)."""
+        if not (0 <= level <= self.levels and 0 <= code < self.size):
+            raise ValueError(f"no index token for level {level}, code {code}")
+        return self.first + level * self.size + code
+
+    def inverse(self, token: int) -> tuple[int, int]:
+        """(level, code) of an LM id in this block (level == levels for a suffix); raises outside it."""
+        offset = token - self.first
+        if not 0 <= offset < self.count:
+            raise ValueError(f"token {token} is not in this index block")
+        return offset // self.size, offset % self.size
+
+    def entity_tokens(self, codes: np.ndarray, suffix: np.ndarray) -> list[list[int]]:
+        """Each entity's index tokens: its levels' code tokens, then its suffix token if it has one."""
+        levels = np.arange(self.levels)[None, :]
+        tokens = (self.first + levels * self.size + np.asarray(codes)).tolist()
+        for row, extra in enumerate(np.asarray(suffix).tolist()):
+            if extra != NO_SUFFIX:
+                tokens[row].append(self.first + self.levels * self.size + extra)
+        return tokens
+
+
+@dataclass(frozen=True)
+class ED2Vocabulary:
+    """Where everything sits in the LM's vocabulary: END, the item and user index blocks, the template pieces."""
+
+    size: int
+    end: int
+    items: IndexTokens
+    users: IndexTokens
+    pieces: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def index_first(self) -> int:
+        """First id of the index tokens (items, then users, contiguous)."""
+        return self.items.first
+
+    @property
+    def index_count(self) -> int:
+        """Index tokens of both kinds."""
+        return self.items.count + self.users.count
+
+    def block(self, kind: EntityKind) -> IndexTokens:
+        """The index block of one entity kind."""
+        return self.items if kind == "item" else self.users
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for a checkpoint."""
+        return {"size": self.size, "end": self.end, "items": [self.items.first, self.items.levels, self.items.size],
+                "users": [self.users.first, self.users.levels, self.users.size], "pieces": self.pieces}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ED2Vocabulary:
+        """The vocabulary a checkpoint stored."""
+        return cls(int(data["size"]), int(data["end"]), IndexTokens(*map(int, data["items"])),
+                   IndexTokens(*map(int, data["users"])), {k: [int(t) for t in v] for k, v in data["pieces"].items()})
+
+
+def tiny_vocabulary(levels: int, size: int) -> ED2Vocabulary:
+    """The tiny backbone's vocabulary: reserved ids (PAD, SOS, END...), the template words, the index blocks."""
+    words = {word: N_SPECIAL + row for row, word in enumerate(template_words())}
+    items = IndexTokens(N_SPECIAL + len(words), levels, size)
+    users = IndexTokens(items.first + items.count, levels, size)
+    pieces = tokenize_pieces(lambda text: [words[word] for word in word_split(text)])
+    return ED2Vocabulary(users.first + users.count, END, items, users, pieces)
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trainable low-rank update B A x * alpha / rank (B starts at zero)."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.base = base
+        for parameter in self.base.parameters():
+            parameter.requires_grad_(False)
+        self.lora_a = nn.Parameter(torch.randn(rank, base.in_features) / rank)
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
+        self.scale = alpha / rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The base output plus the low-rank update."""
+        return self.base(x) + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
+
+
+def apply_lora(lm: nn.Module, rank: int, alpha: float) -> None:
+    """Freeze the LM but its token embeddings (new index rows) and wrap its attention projections in LoRA."""
+    for parameter in lm.parameters():
+        parameter.requires_grad_(False)
+    lm.get_input_embeddings().weight.requires_grad_(True)
+    for module in list(lm.modules()):
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            child = getattr(module, name, None)
+            if isinstance(child, nn.Linear):
+                setattr(module, name, LoRALinear(child, rank, alpha))
+
+
+def tiny_lm_config(config: ED2Config, vocabulary_size: int) -> dict[str, Any]:
+    """The `LlamaConfig` fields of the tiny backbone."""
+    return {"vocab_size": vocabulary_size, "hidden_size": config.hidden_dim,
+            "intermediate_size": config.intermediate_dim, "num_hidden_layers": config.n_layers,
+            "num_attention_heads": config.n_heads,
+            "num_key_value_heads": config.n_heads, "max_position_embeddings": 2048, "tie_word_embeddings": True,
+            "pad_token_id": PAD, "bos_token_id": 1, "eos_token_id": END, "rms_norm_eps": 1e-6}
+
+
+def build_lm(lm_config: dict[str, Any], config: ED2Config) -> nn.Module:
+    """A randomly initialised `LlamaForCausalLM` of `lm_config` (LoRA-wrapped when configured)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    lm = LlamaForCausalLM(LlamaConfig.from_dict(lm_config))
+    if config.backbone == "smollm2" and config.finetune == "lora":
+        apply_lora(lm, config.lora_rank, config.lora_alpha)
+    return lm
+
+
+def load_smollm2(config: ED2Config, cache_dir: Path) -> tuple[nn.Module, ED2Vocabulary, dict[str, Any]]:
+    """The packaged SmolLM2-135M (offline), its vocabulary extended by END and the index tokens, and its config."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from ml.llm.weights import PACKAGED_SMOLLM2, resolve_causal_lm
+
+    folder = resolve_causal_lm(PACKAGED_SMOLLM2, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    lm = LlamaForCausalLM.from_pretrained(str(folder), local_files_only=True)
+    base = len(tokenizer)
+    items = IndexTokens(base + 1, config.levels, config.codebook_size)
+    users = IndexTokens(items.first + items.count, config.levels, config.codebook_size)
+    pieces = tokenize_pieces(lambda text: tokenizer(text, add_special_tokens=False).input_ids)
+    vocabulary = ED2Vocabulary(users.first + users.count, base, items, users, pieces)
+    lm.resize_token_embeddings(vocabulary.size, mean_resizing=False)
+    if config.finetune == "lora":
+        apply_lora(lm, config.lora_rank, config.lora_alpha)
+    return lm, vocabulary, lm.config.to_dict()
+
+
+class ED2(nn.Module):
+    """Two residual quantisers, their code tables, the causal LM and the regulators' projections."""
+
+    def __init__(self, item_semantic: np.ndarray, user_semantic: np.ndarray, config: ED2Config, lm: nn.Module,
+                 vocabulary: ED2Vocabulary, lm_config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = config
+        self.n_items, self.n_users = len(item_semantic), len(user_semantic)
+        if self.n_items < 1 or self.n_users < 1:
+            raise ValueError("ED2 needs at least one item and one user")
+        self.vocabulary = vocabulary
+        self.lm_config = lm_config
+        self.builder = InstructionBuilder(vocabulary.pieces)
+        self.lm = lm
+        width = lm.get_input_embeddings().weight.shape[1]
+        # Unit RMS per component whatever the encoder's scale, so the quantisers' MSE terms are O(1).
+        self.register_buffer("item_semantic", torch.from_numpy(unit_rms(item_semantic)))
+        self.register_buffer("user_semantic", torch.from_numpy(unit_rms(user_semantic)))
+        quantizer = config.quantizer()
+        self.item_quantizer = ResidualQuantizer(item_semantic.shape[1], quantizer)
+        self.user_quantizer = ResidualQuantizer(user_semantic.shape[1], quantizer)
+        self.item_projection = nn.Linear(config.latent_dim, width)
+        self.user_projection = nn.Linear(config.latent_dim, width)
+        self.item_text_projection = nn.Linear(item_semantic.shape[1], width)
+        self.user_text_projection = nn.Linear(user_semantic.shape[1], width)
+        for kind, count in (("item", self.n_items), ("user", self.n_users)):
+            self.register_buffer(f"{kind}_codes", torch.zeros(count, config.levels, dtype=torch.int64))
+            self.register_buffer(f"{kind}_suffix", torch.full((count,), NO_SUFFIX, dtype=torch.int64))
+        self._tokens: dict[str, list[list[int]]] = {}
+        self._trie: CodeTrie | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """Device the parameters live on."""
+        return self.item_semantic.device
+
+    def quantizer(self, kind: EntityKind) -> ResidualQuantizer:
+        """The residual quantiser of one entity kind."""
+        return self.item_quantizer if kind == "item" else self.user_quantizer
+
+    def semantic(self, kind: EntityKind) -> torch.Tensor:
+        """(n, dim) semantic vectors of one entity kind."""
+        return self.item_semantic if kind == "item" else self.user_semantic
+
+    def code_table(self, kind: EntityKind) -> CodeTable:
+        """The current code table of one entity kind (collision counts are not kept: 0)."""
+        codes = getattr(self, f"{kind}_codes").cpu().numpy()
+        suffix = getattr(self, f"{kind}_suffix").cpu().numpy()
+        return CodeTable(codes, suffix, int((suffix != NO_SUFFIX).sum()), 0)
+
+    def set_codes(self, kind: EntityKind, table: CodeTable) -> None:
+        """Make `table` the current codes of one kind (prompts, targets and the decoding trie follow)."""
+        getattr(self, f"{kind}_codes").copy_(torch.from_numpy(table.codes))
+        getattr(self, f"{kind}_suffix").copy_(torch.from_numpy(table.suffix))
+        self._tokens.pop(kind, None)
+        if kind == "item":
+            self._trie = None
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        # Loading weights (early stopping's best epoch, a checkpoint) replaces the code tables too.
+        super()._load_from_state_dict(*args, **kwargs)
+        self._tokens.clear()
+        self._trie = None
+
+    def entity_tokens(self, kind: EntityKind) -> list[list[int]]:
+        """Every entity's LM index tokens under the current codes (cached until the codes change)."""
+        if kind not in self._tokens:
+            table = self.code_table(kind)
+            self._tokens[kind] = self.vocabulary.block(kind).entity_tokens(table.codes, table.suffix)
+        return self._tokens[kind]
+
+    # -- the backbone over index-aware token vectors -------------------------------------------------
+
+    def index_table(self) -> torch.Tensor:
+        """(index tokens, width) codeword part of every index token's vector (zero for suffix tokens)."""
+        rows = []
+        for quantizer, projection in ((self.item_quantizer, self.item_projection),
+                                      (self.user_quantizer, self.user_projection)):
+            books = quantizer.codebooks.reshape(-1, self.config.latent_dim)
+            rows.append(projection(books))
+            rows.append(torch.zeros(self.config.codebook_size, rows[-1].shape[1], device=books.device))
+        return torch.cat(rows)
+
+    def token_vectors(self, ids: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """(…, width) input vectors: the LM's embedding, plus the projected codeword for index tokens."""
+        table = self.index_table() if table is None else table
+        offset = ids - self.vocabulary.index_first
+        inside = (offset >= 0) & (offset < self.vocabulary.index_count)
+        extra = table[offset.clamp(0, self.vocabulary.index_count - 1)] * inside.unsqueeze(-1)
+        return self.lm.get_input_embeddings()(ids) + extra
+
+    def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None,
+                      cache: Any = None, table: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, t, width) last hidden states of token ids (batch, t) under `mask` (past + new columns)."""
+        output = self.lm.model(inputs_embeds=self.token_vectors(ids, table), attention_mask=mask,
+                               position_ids=positions, cache=cache, use_cache=cache is not None)
+        return output.last_hidden_state
+
+    def answer_logits(self, hidden: torch.Tensor, kind: EntityKind, table: torch.Tensor | None = None) -> torch.Tensor:
+        """(…, 1 + block) logits over END and one kind's index tokens, through the (extended, tied) LM head."""
+        block = self.vocabulary.block(kind)
+        table = self.index_table() if table is None else table
+        start = block.first - self.vocabulary.index_first
+        head = self.lm.get_output_embeddings().weight
+        rows = torch.cat([head[self.vocabulary.end:self.vocabulary.end + 1],
+                          head[block.first:block.first + block.count] + table[start:start + block.count]])
+        return hidden @ rows.T
+
+    # -- regulators -----------------------------------------------------------------------------------
+
+    def index_regulator(self, kind: EntityKind, entities: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """In-batch InfoNCE between the backbone's mean state over each entity's index tokens and its text vector."""
+        tokens = [self.entity_tokens(kind)[row] for row in entities.tolist()]
+        ids, mask = pad_right(tokens, self.device)
+        hidden = self.hidden_states(ids, mask, table=table)
+        pooled = (hidden * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True)
+        projection = self.item_text_projection if kind == "item" else self.user_text_projection
+        return info_nce(pooled, projection(self.semantic(kind)[entities]), self.config.regulator_temperature)
+
+    # -- decoding -------------------------------------------------------------------------------------
+
+    def trie(self) -> CodeTrie:
+        """Prefix trie of the current item indices in the decoding space (END, then the item block)."""
+        if self._trie is None:
+            block = self.vocabulary.items
+            paths = np.full((self.n_items, self.config.levels + 2), PAD, dtype=np.int64)
+            for row, tokens in enumerate(self.entity_tokens("item")):
+                paths[row, :len(tokens)] = [N_SPECIAL + token - block.first for token in tokens]
+                paths[row, len(tokens)] = END
+            self._trie = CodeTrie(paths, N_SPECIAL + block.count)
+        return self._trie
+
+    def _decoding_logits(self, answer: torch.Tensor) -> torch.Tensor:
+        """(rows, N_SPECIAL + block) trie-space logits of answer logits (rows, 1 + block)."""
+        logits = torch.full((len(answer), N_SPECIAL + answer.shape[1] - 1), float("-inf"))
+        logits[:, END] = answer[:, 0].float().cpu()
+        logits[:, N_SPECIAL:] = answer[:, 1:].float().cpu()
+        return logits
+
+    def next_item_prompt(self, user: int, history: np.ndarray) -> list[int]:
+        """The next-item instruction of one user row and item-index history (its last max_len items)."""
+        items = self.entity_tokens("item")
+        window = history_window(np.asarray(history), len(history), self.config.max_len)
+        return self.builder.next_item(self.entity_tokens("user")[user], [items[item - 1] for item in window])
+
+    @torch.no_grad()
+    def recommend(self, histories: Sequence[np.ndarray], user_rows: np.ndarray,
+                  beam_size: int | None = None) -> list[list[tuple[int, float]]]:
+        """Per user, the beam's items (0-based) and their path log-probabilities, best first."""
+        was_training = self.training
+        self.eval()
+        try:
+            from transformers import DynamicCache
+
+            prompts = [self.next_item_prompt(int(user), history) for user, history in zip(user_rows, histories,
+                                                                                        strict=True)]
+            ids, mask = pad_left(prompts, self.device)
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+            table = self.index_table()
+            cache = DynamicCache(config=self.lm.config)
+            hidden = self.hidden_states(ids, mask, positions, cache, table)
+            state = {"mask": mask, "next": positions[:, -1] + 1, "last": hidden[:, -1], "fed": 0}
+            block_first = self.vocabulary.items.first
+
+            def step(prefixes: torch.Tensor, width: int, parents: torch.Tensor | None) -> torch.Tensor:
+                rows = parents if parents is not None else torch.arange(len(prefixes)) // width
+                if parents is not None or width > 1:
+                    rows = rows.to(self.device)
+                    cache.reorder_cache(rows)
+                    state["mask"], state["next"], state["last"] = (state["mask"][rows], state["next"][rows],
+                                                                   state["last"][rows])
+                new = prefixes[:, 1 + state["fed"]:].to(self.device)
+                if new.shape[1]:
+                    lm_ids = torch.where(new == END, self.vocabulary.end, new - N_SPECIAL + block_first)
+                    state["mask"] = torch.cat([state["mask"], torch.ones_like(new)], dim=1)
+                    new_positions = state["next"].unsqueeze(1) + torch.arange(new.shape[1], device=self.device)
+                    hidden = self.hidden_states(lm_ids, state["mask"], new_positions, cache, table)
+                    state["last"], state["next"], state["fed"] = (hidden[:, -1], state["next"] + new.shape[1],
+                                                                  state["fed"] + new.shape[1])
+                return self._decoding_logits(self.answer_logits(state["last"], "item", table))
+
+            result = constrained_beam_search(step, self.trie(), len(prompts), beam_size or self.config.beam_size)
+            ranked = []
+            for items, log_probs in zip(result.items, result.log_probs, strict=True):
+                ranked.append([(int(item), float(score)) for item, score in zip(items, log_probs, strict=True)
+                               if item >= 0])
+            return ranked
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def score(self, histories: Sequence[np.ndarray], user_rows: np.ndarray | None = None) -> torch.Tensor:
+        """(batch, n_items + 1) full-ranking scores: beam items first, every other item tied below."""
+        if user_rows is None:
+            raise ValueError("ED2 scores a history together with its user's row (the user's index is in the prompt)")
+        return full_ranking_scores(self.recommend(histories, np.asarray(user_rows)), self.n_items)
+
+
+def pad_right(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of token lists padded on the right with PAD."""
+    width = max(len(sequence) for sequence in sequences)
+    ids = torch.full((len(sequences), width), PAD, dtype=torch.int64)
+    mask = torch.zeros((len(sequences), width), dtype=torch.int64)
+    for row, sequence in enumerate(sequences):
+        ids[row, :len(sequence)] = torch.as_tensor(sequence)
+        mask[row, :len(sequence)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def pad_left(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of token lists padded on the left with PAD (prompts end in the same column)."""
+    width = max(len(sequence) for sequence in sequences)
+    ids = torch.full((len(sequences), width), PAD, dtype=torch.int64)
+    mask = torch.zeros((len(sequences), width), dtype=torch.int64)
+    for row, sequence in enumerate(sequences):
+        ids[row, width - len(sequence):] = torch.as_tensor(sequence)
+        mask[row, width - len(sequence):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def answer_targets(tokens: Sequence[int], block: IndexTokens, end: int) -> list[int]:
+    """Answer-vocabulary targets (0 = END, 1 + j = block token j) of an entity's index tokens, END appended."""
+    return [1 + token - block.first for token in tokens] + [0]
+
+
+def quantizer_losses(model: ED2, kind: EntityKind, entities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the quantiser's own loss, the token-level regulator) over some entities of one kind, along their codes."""
+    quantizer = model.quantizer(kind)
+    vectors = model.semantic(kind)[entities]
+    output = quantizer(vectors, getattr(model, f"{kind}_codes")[entities])
+    return quantizer.own_loss(vectors, output), F.mse_loss(output.level_inputs, output.chosen)
+
+
+def code_tables_csv(model: ED2, item_ids: Sequence[str], user_ids: Sequence[str]) -> dict[str, str]:
+    """The model's current item and user code tables as CSV texts (id, c1..cM, suffix; -1 = no suffix)."""
+    tables = {}
+    for kind, ids in (("item", item_ids), ("user", user_ids)):
+        table = model.code_table(kind)  # type: ignore[arg-type]
+        if len(ids) != len(table.codes):
+            raise ValueError(f"{len(ids)} {kind} ids for a table of {len(table.codes)} rows")
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow([f"{kind}_id", *(f"c{level + 1}" for level in range(table.codes.shape[1])), "suffix"])
+        writer.writerows([entity, *codes.tolist(), int(extra)]
+                         for entity, codes, extra in zip(ids, table.codes, table.suffix, strict=True))
+        tables[f"ed2_{kind}_codes.csv"] = text.getvalue()
+    return tables
