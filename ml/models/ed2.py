@@ -82,7 +82,7 @@ class ED2Config:
     commitment_weight: float = 0.25
     index: IndexMode = "dynamic"
     reassign_every: int = 1  # epochs between code re-assignments (dynamic index)
-    quantizer_pretrain_steps: int = 300  # full-batch steps before the recommender trains (both index modes)
+    quantizer_pretrain_steps: int = 300  # minibatch steps before the recommender trains (both index modes)
     quantizer_lr: float = 1e-3
     index_regulator_weight: float = 1.0
     token_regulator_weight: float = 1.0
@@ -308,6 +308,11 @@ class ED2(nn.Module):
         self.user_projection = nn.Linear(config.latent_dim, width)
         self.item_text_projection = nn.Linear(item_semantic.shape[1], width)
         self.user_text_projection = nn.Linear(user_semantic.shape[1], width)
+        # The codeword part starts at the LM's embedding scale (std 0.02 per component for a unit-RMS codeword):
+        # nn.Linear's default would make it about 10x the LM's own rows and the first logits huge.
+        for projection in (self.item_projection, self.user_projection):
+            nn.init.normal_(projection.weight, std=0.02 / config.latent_dim ** 0.5)
+            nn.init.zeros_(projection.bias)
         for kind, count in (("item", self.n_items), ("user", self.n_users)):
             self.register_buffer(f"{kind}_codes", torch.zeros(count, config.levels, dtype=torch.int64))
             self.register_buffer(f"{kind}_suffix", torch.full((count,), NO_SUFFIX, dtype=torch.int64))

@@ -1,6 +1,6 @@
 """Train ED2: quantisers pre-trained, then the LM and (dynamic index) the quantisers jointly, codes re-assigned.
 
-1. Both quantisers (`pretrain_quantizers`, the authors' step 1, pre-training the RQ-VAE): full-batch
+1. Both quantisers (`pretrain_quantizers`, the authors' step 1, pre-training the RQ-VAE): minibatch
    autoencoder warm-up, k-means codebooks on the latents, RQ-VAE training, the first code tables.
 2. The recommender: every training position after a user's first item is a next-item example;
    `user_task_ratio` x as many user-prediction examples are drawn afresh each epoch. Batches are
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 KINDS: tuple[EntityKind, ...] = ("item", "user")
 RESTART_EVERY = 50  # pre-training steps between dead-code restarts
+PRETRAIN_BATCH = 2048  # entities per quantiser pre-training step
 # (config) -> (LM, vocabulary, LM config dict): how the backbone is made (`tiny_backbone`, or SmolLM2's loader).
 BackboneFactory = Callable[[ED2Config], tuple[torch.nn.Module, ED2Vocabulary, dict[str, Any]]]
 
@@ -76,33 +77,44 @@ def table_stats(kind: str, table: CodeTable, previous: CodeTable | None = None) 
 def pretrain_quantizers(model: ED2, config: ED2Config) -> dict[str, float]:
     """Step 1 for both kinds: autoencoder warm-up, k-means codebooks, RQ-VAE training, the first code tables.
 
-    The first half of `quantizer_pretrain_steps` trains encoder and decoder without quantisation: the
-    latent's scale moves most in the first steps, and codebooks fit before that would be left behind
-    (measured on movielens: every entity in a handful of codes after 10 steps). The codebooks are
-    then initialised by k-means on the settled latents and the second half trains the whole RQ-VAE
-    (reconstruction + codebook + commitment), restarting dead codewords every 50 steps and at the end.
+    Steps read seeded minibatches of `PRETRAIN_BATCH` entities (the whole set when smaller). The first
+    half of `quantizer_pretrain_steps` trains encoder and decoder without quantisation: the latent's
+    scale moves most in the first steps, and codebooks fit before that would be left behind (measured
+    on movielens: every entity in a handful of codes after 10 steps). The codebooks are then
+    initialised by k-means on the settled latents of every entity, and the second half trains the
+    whole RQ-VAE (reconstruction + codebook + commitment), restarting dead codewords every 50 steps
+    and at the end.
     """
     stats: dict[str, float] = {}
     warmup = config.quantizer_pretrain_steps // 2
+    generator = torch.Generator().manual_seed(config.seed)
     for kind in KINDS:
         quantizer, vectors = model.quantizer(kind), model.semantic(kind)
         optimizer = torch.optim.Adam(quantizer.parameters(), lr=config.quantizer_lr)
+
+        def minibatch() -> torch.Tensor:
+            if len(vectors) <= PRETRAIN_BATCH:
+                return vectors
+            return vectors[torch.randperm(len(vectors), generator=generator)[:PRETRAIN_BATCH].to(vectors.device)]
+
         for _ in range(warmup):
-            loss = torch.nn.functional.mse_loss(quantizer.decoder(quantizer.encoder(vectors)), vectors)
+            batch = minibatch()
+            loss = torch.nn.functional.mse_loss(quantizer.decoder(quantizer.encoder(batch)), batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         quantizer.init_codebooks(vectors, config.seed)
         restarts = 0
         for step in range(config.quantizer_pretrain_steps - warmup):
-            codes = torch.from_numpy(quantizer.quantize(vectors)[0]).to(vectors.device)
-            output = quantizer(vectors, codes)
-            loss = quantizer.own_loss(vectors, output) + output.codebook()
+            batch = minibatch()
+            codes = torch.from_numpy(quantizer.quantize(batch)[0]).to(vectors.device)
+            output = quantizer(batch, codes)
+            loss = quantizer.own_loss(batch, output) + output.codebook()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if (step + 1) % RESTART_EVERY == 0:
-                restarts += quantizer.restart_dead_codes(vectors, codes.cpu().numpy())
+                restarts += quantizer.restart_dead_codes(vectors, quantizer.quantize(vectors)[0])
         restarts += quantizer.restart_dead_codes(vectors, quantizer.quantize(vectors)[0])
         table = assign_codes(quantizer, vectors)
         model.set_codes(kind, table)

@@ -13,11 +13,14 @@ from ml.models.blend import BlendConfig, ScoreBlend
 from ml.models.checkpoints import save_checkpoint
 from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
 from ml.models.eager import EAGER, EAGERConfig, StreamCodes
+from ml.models.ed2 import ED2, ED2Config
 from ml.models.graph_cf import GraphCFConfig, GraphCFRecommender, LightGCN, train_edges
 from ml.models.learn import LEARN, LEARNConfig
 from ml.models.popularity import PopularityModel
+from ml.models.residual_quantizer import resolve_collisions
 from ml.models.sasrec import SASRec, SASRecConfig
 from ml.tracking.mlflow_store import TrackingStore, log_model, start_training_run
+from ml.train.ed2_training import tiny_backbone
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.evaluation import best_model_beats_popularity, model_evaluation
 from orchestration.assets.ingest import ingest_raw_logs
@@ -110,6 +113,15 @@ def test_a_model_worse_than_popularity_is_not_published(tmp_path: Path, warehous
             backbone.embedding.weight.zero_()
         graph_config = GraphCFConfig(dim=4, n_layers=1, exclude_history=False)
         models[name] = (GraphCFRecommender(backbone, *edges, graph_config), graph_config)
+    # Untrained ED2 (generative, like EAGER): evaluated with its users' rows, never the gate's model.
+    ed2_config = ED2Config(hidden_dim=8, n_layers=1, n_heads=1, intermediate_dim=8, levels=2, codebook_size=4,
+                           latent_dim=4, quantizer_hidden=4, beam_size=2)
+    ed2 = ED2(np.eye(data.n_items, dtype=np.float32), np.eye(data.n_users, dtype=np.float32), ed2_config,
+              *tiny_backbone(ed2_config))
+    for kind, count in (("item", data.n_items), ("user", data.n_users)):
+        digits = np.stack([np.arange(count) // 4 % 4, np.arange(count) % 4], axis=1)
+        ed2.set_codes(kind, resolve_collisions(digits, np.zeros(count), suffix_size=4))
+    models["ed2"] = (ed2, ed2_config)
     # The blend of the two tied models (weight and offset zero, as a fresh blend has) ties every item too.
     models["blend"] = (ScoreBlend(copy.deepcopy(models["content_sasrec"][0]), copy.deepcopy(models["learn"][0]),
                                   BlendConfig()), BlendConfig())

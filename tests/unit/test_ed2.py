@@ -12,7 +12,7 @@ from ml.data.ed2_instructions import PIECES, item_users, next_item_examples, sam
 from ml.data.sequences import SequenceData
 from ml.evaluate.ranking import evaluate_model
 from ml.models.checkpoints import load_checkpoint, save_checkpoint, supports_retrieval
-from ml.models.ed2 import ED2, ED2Config, code_tables_csv, load_smollm2, tiny_vocabulary
+from ml.models.ed2 import ED2, ED2Config, apply_lora, code_tables_csv, load_smollm2, tiny_vocabulary
 from ml.models.residual_quantizer import NO_SUFFIX, CodeTable
 from ml.train.ed2_loss import ed2_losses, next_item_example, user_example
 from ml.train.ed2_training import pretrain_quantizers, tiny_backbone, train_ed2
@@ -241,3 +241,16 @@ def test_smollm2_backbone_extends_its_vocabulary_and_trains_a_step(local_llm_dir
     assert new_rows.abs().sum() > 0  # the added index tokens learn
     ranked = model.recommend(data.train[:2], np.arange(2), beam_size=3)
     assert all(len(items) == 3 for items in ranked)
+
+
+def test_lora_freezes_the_backbone_but_its_embeddings_and_starts_as_the_base_model() -> None:
+    config = ED2Config(**TINY)
+    torch.manual_seed(0)
+    lm, vocabulary, _ = tiny_backbone(config)
+    ids = torch.tensor([[vocabulary.items.first, vocabulary.end, vocabulary.users.first]])
+    before = lm(input_ids=ids).logits
+    apply_lora(lm, rank=4, alpha=8.0)
+    trainable = {name for name, parameter in lm.named_parameters() if parameter.requires_grad}
+    assert trainable and all("lora_" in name or "embed_tokens" in name for name in trainable)
+    assert any(name.endswith("q_proj.lora_a") for name in trainable)
+    assert torch.allclose(lm(input_ids=ids).logits, before, atol=1e-6)  # B = 0: the update starts at zero
