@@ -74,6 +74,13 @@ def table_stats(kind: str, table: CodeTable, previous: CodeTable | None = None) 
     return stats
 
 
+def _minibatch(vectors: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A seeded random minibatch of `PRETRAIN_BATCH` rows (all rows when there are fewer)."""
+    if len(vectors) <= PRETRAIN_BATCH:
+        return vectors
+    return vectors[torch.randperm(len(vectors), generator=generator)[:PRETRAIN_BATCH].to(vectors.device)]
+
+
 def pretrain_quantizers(model: ED2, config: ED2Config) -> dict[str, float]:
     """Step 1 for both kinds: autoencoder warm-up, k-means codebooks, RQ-VAE training, the first code tables.
 
@@ -92,13 +99,8 @@ def pretrain_quantizers(model: ED2, config: ED2Config) -> dict[str, float]:
         quantizer, vectors = model.quantizer(kind), model.semantic(kind)
         optimizer = torch.optim.Adam(quantizer.parameters(), lr=config.quantizer_lr)
 
-        def minibatch() -> torch.Tensor:
-            if len(vectors) <= PRETRAIN_BATCH:
-                return vectors
-            return vectors[torch.randperm(len(vectors), generator=generator)[:PRETRAIN_BATCH].to(vectors.device)]
-
         for _ in range(warmup):
-            batch = minibatch()
+            batch = _minibatch(vectors, generator)
             loss = torch.nn.functional.mse_loss(quantizer.decoder(quantizer.encoder(batch)), batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -106,7 +108,7 @@ def pretrain_quantizers(model: ED2, config: ED2Config) -> dict[str, float]:
         quantizer.init_codebooks(vectors, config.seed)
         restarts = 0
         for step in range(config.quantizer_pretrain_steps - warmup):
-            batch = minibatch()
+            batch = _minibatch(vectors, generator)
             codes = torch.from_numpy(quantizer.quantize(batch)[0]).to(vectors.device)
             output = quantizer(batch, codes)
             loss = quantizer.own_loss(batch, output) + output.codebook()

@@ -5,7 +5,8 @@ steps, so a fixed epoch count left every model below popularity; the step budget
 small dataset as well as a large one. Only the assets the models need are materialized (no LLM
 profiles: Content-SASRec and LEARN read the MiniLM item text embeddings by default; EAGER reads the
 semantic codes of those and the behaviour codes of SASRec's item table; RLMRec's Con and Gen read
-the catalog-text vectors, the configuration with full item coverage).
+the catalog-text vectors, the configuration with full item coverage; ED2 reads the item text vectors
+and, per user, the history-mean fallback the profile stage would give).
 """
 
 import json
@@ -18,6 +19,7 @@ from orchestration.assets.behaviour import behaviour_embeddings
 from orchestration.assets.blend import blend_model
 from orchestration.assets.codes import behaviour_codes, semantic_codes
 from orchestration.assets.dbt import data_layer_dbt
+from orchestration.assets.ed2 import ed2_model
 from orchestration.assets.embeddings import item_text_embeddings
 from orchestration.assets.evaluation import RESULTS_FILE, best_model_beats_popularity, model_evaluation
 from orchestration.assets.generative import eager_model
@@ -30,10 +32,11 @@ DATASET = "movielens-100k"
 
 
 def _quick_with_catalog_text() -> dict:
-    """The quick preset, with Con and Gen aligned to the catalog-text vectors (no LLM profiles needed)."""
+    """The quick preset, with Con, Gen and ED2 on the catalog-text vectors (no LLM profiles needed)."""
     config = preset_run_config("quick")
     for asset in ("rlmrec_con_model", "rlmrec_gen_model"):
         config["ops"][asset] = {"config": {"semantic_source": "catalog_text"}}
+    config["ops"]["ed2_model"] = {"config": {"user_source": "history_mean"}}
     return config
 
 
@@ -42,7 +45,8 @@ def test_quick_preset_beats_popularity_on_movielens(warehouse_path: Path, tmp_pa
     result = dg.materialize(
         [ingest_raw_logs, data_layer_dbt, item_text_embeddings, popularity_model, sasrec_model, content_sasrec_model,
          learn_model, behaviour_embeddings, semantic_codes, behaviour_codes, eager_model, blend_model,
-         graph_cf_model, rlmrec_con_model, rlmrec_gen_model, model_evaluation, best_model_beats_popularity],
+         graph_cf_model, rlmrec_con_model, rlmrec_gen_model, ed2_model, model_evaluation,
+         best_model_beats_popularity],
         partition_key=DATASET, resources=pipeline_resources(str(warehouse_path), registry_path(), artifacts),
         run_config=_quick_with_catalog_text(), raise_on_error=False,
     )
@@ -54,8 +58,8 @@ def test_quick_preset_beats_popularity_on_movielens(warehouse_path: Path, tmp_pa
     selected = results["selection"]["model"]
     models = results["models"]
     assert selected != "popularity"
-    # The published model, the generative one, the blend and the graph models.
-    for model in (selected, "eager", "blend", "graph_cf", "rlmrec_con", "rlmrec_gen"):
+    # The published model, the generative ones, the blend and the graph models.
+    for model in (selected, "eager", "blend", "graph_cf", "rlmrec_con", "rlmrec_gen", "ed2"):
         for split in ("valid", "test"):
             for metric in ("recall@10", "ndcg@10"):
                 assert models[model][split][metric] > models["popularity"][split][metric], (model, split, metric)
