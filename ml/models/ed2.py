@@ -82,6 +82,7 @@ class ED2Config:
     commitment_weight: float = 0.25
     index: IndexMode = "dynamic"
     reassign_every: int = 1  # epochs between code re-assignments (dynamic index)
+    reassign_every_steps: int | None = None  # when set, steps between re-assignments instead (budgets under an epoch)
     quantizer_pretrain_steps: int = 300  # minibatch steps before the recommender trains (both index modes)
     quantizer_lr: float = 1e-3
     index_regulator_weight: float = 1.0
@@ -110,7 +111,7 @@ class ED2Config:
         for name in ("hidden_dim", "n_layers", "n_heads", "intermediate_dim", "lora_rank", "levels",
                      "latent_dim", "quantizer_hidden", "reassign_every", "regulator_entities", "user_context",
                      "max_len", "beam_size", "batch_size", "bucket_batches", "eval_batch_size", "max_epochs",
-                     "max_steps", "eval_every", "eval_every_steps", "patience"):
+                     "max_steps", "eval_every", "eval_every_steps", "patience", "reassign_every_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -5,9 +5,10 @@
 2. The recommender: every training position after a user's first item is a next-item example;
    `user_task_ratio` x as many user-prediction examples are drawn afresh each epoch. Batches are
    bucketed by prompt length (`bucketed_batches`), AdamW with a linear warm-up.
-3. Dynamic index: every `reassign_every` epochs, dead codewords are restarted and both code tables
-   re-assigned from the current quantisers (collisions suffixed); the counts of changed codes,
-   collisions and restarts go to the epoch record. Static index: the quantisers are frozen after
+3. Dynamic index: every `reassign_every` epochs (or, when set, every `reassign_every_steps` steps,
+   for budgets shorter than an epoch), dead codewords are restarted and both code tables re-assigned
+   from the current quantisers (collisions resolved); the counts of changed codes, collisions and
+   restarts go to the epoch record. Static index: the quantisers are frozen after
    step 1 and the tables never change.
 
 Validation runs the full inference path (constrained beam search over the current item indices)
@@ -193,8 +194,16 @@ def train_ed2(
     def train_epoch() -> dict[str, float]:
         nonlocal steps_taken, epochs_run
         record: dict[str, float] = {}
-        if config.index == "dynamic" and epochs_run > 0 and epochs_run % config.reassign_every == 0:
-            record.update(reassign(model))
+
+        def reassign_into_record() -> None:
+            stats = reassign(model)
+            for key, value in stats.items():  # counts of changes add up over the epoch; the table's state is the last
+                record[key] = record.get(key, 0.0) + value if key.endswith(("changed", "restarted")) else value
+            record["reassignments"] = record.get("reassignments", 0.0) + 1
+
+        if config.index == "dynamic" and config.reassign_every_steps is None and epochs_run > 0 \
+                and epochs_run % config.reassign_every == 0:
+            reassign_into_record()
         epochs_run += 1
         model.train()
         user_tasks = sample_user_predictions(item_sets, user_examples_per_epoch, config.user_context, rng)
@@ -205,6 +214,9 @@ def train_ed2(
         for batch in bucketed_batches(lengths, config.batch_size, generator, config.bucket_batches):
             if config.max_steps is not None and steps_taken >= config.max_steps:
                 break
+            if config.index == "dynamic" and config.reassign_every_steps is not None and steps_taken > 0 \
+                    and steps_taken % config.reassign_every_steps == 0:
+                reassign_into_record()
             batch_examples: list[ED2Example] = []
             for row in batch.tolist():
                 if row < len(examples):

@@ -60,6 +60,8 @@ class ED2TrainingConfig(dg.Config):
     index: IndexMode = Field(default="dynamic", description="dynamic = quantisers trained with the recommender, "
                              "codes re-assigned; static = quantisers pre-trained, then frozen (ablation).")
     reassign_every: int = Field(default=1, description="Epochs between code re-assignments (dynamic index).")
+    reassign_every_steps: int | None = Field(default=100, description="Steps between re-assignments instead of "
+                                             "epochs: the quick budget is a third of a Beauty epoch (null = epochs).")
     quantizer_pretrain_steps: int = Field(default=200, description="Minibatch RQ-VAE steps before the LM trains.")
     quantizer_lr: float = 1e-3
     index_regulator_weight: float = Field(default=1.0, description="Index-level regulator (0 = off).")

@@ -184,6 +184,10 @@ def test_static_index_never_changes_codes_and_dynamic_reassigns() -> None:
     assert not any(name.endswith("codes_changed") for record in static.history for name in record)
     dynamic = train_ed2(data, *semantics, ED2Config(**{**TINY, "max_epochs": 3, "eval_every": 3}))
     assert all("item_codes_changed" in record for record in dynamic.history[1:])
+    # By steps (budgets shorter than an epoch): 10 steps per epoch, a re-assignment every 4 steps.
+    by_steps = train_ed2(data, *semantics, ED2Config(**{**TINY, "max_epochs": 2, "eval_every": 2,
+                                                        "reassign_every_steps": 4}))
+    assert [record["reassignments"] for record in by_steps.history] == [2, 2]  # before steps 4, 8 and 12, 16
 
 
 def test_tiny_training_is_deterministic_learns_and_round_trips(tmp_path: Path) -> None:
@@ -254,3 +258,16 @@ def test_lora_freezes_the_backbone_but_its_embeddings_and_starts_as_the_base_mod
     assert trainable and all("lora_" in name or "embed_tokens" in name for name in trainable)
     assert any(name.endswith("q_proj.lora_a") for name in trainable)
     assert torch.allclose(lm(input_ids=ids).logits, before, atol=1e-6)  # B = 0: the update starts at zero
+
+
+def test_every_answer_token_weighs_the_same_whatever_its_batch() -> None:
+    """The NLL is a sum over answer tokens over the nominal batch: two halves add up to the whole."""
+    data = _cycle_data()
+    model = _model(index="static", index_regulator_weight=0.0).eval()
+    pretrain_quantizers(model, model.config)
+    tasks = sample_user_predictions(item_users(data.train, N_ITEMS), 3, 3, np.random.default_rng(0))
+    batch = [next_item_example(model, data.train, user, 1 + user % 5) for user in range(6)]
+    batch += [user_example(model, task) for task in tasks]
+    whole = ed2_losses(model, batch, nominal_batch=32).total
+    halves = ed2_losses(model, batch[::2], 32).total + ed2_losses(model, batch[1::2], 32).total
+    assert float(whole) == pytest.approx(float(halves), rel=1e-5)
