@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--preset", default="quick", choices=sorted(TRAINING_PRESETS),
                      help="training settings: quick (the CPU defaults) or converged (train until validation stalls)")
     run.add_argument("--quick-assets", nargs="+", default=[], choices=sorted(TRAINING_PRESETS["converged"]),
-                     help="training assets that keep the quick defaults under --preset (eager_model: its "
-                          "converged preset takes hours on CPU)")
+                     help="training assets that keep the quick defaults under --preset (eager_model, "
+                          "ed2_model: their converged presets take hours on CPU)")
     run.add_argument("--select", nargs="+", default=[], metavar="ASSET",
                      help="materialize only these assets (e.g. blend_model model_evaluation published_index "
                           "to re-blend and re-publish over the current checkpoints)")

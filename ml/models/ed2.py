@@ -71,7 +71,7 @@ class ED2Config:
     hidden_dim: int = 128  # tiny backbone only (SmolLM2's is 576)
     n_layers: int = 2
     n_heads: int = 4
-    intermediate_dim: int = 256
+    intermediate_dim: int = 512
     finetune: FineTune = "full"  # smollm2: full fine-tune or LoRA on the attention projections
     lora_rank: int = 8
     lora_alpha: float = 16.0
@@ -88,7 +88,7 @@ class ED2Config:
     index_regulator_weight: float = 1.0
     token_regulator_weight: float = 1.0
     regulator_temperature: float = 0.1
-    regulator_entities: int = 128  # at most this many items and users per step in the regulators
+    regulator_entities: int = 256  # at most this many items and users per step in the regulators
     user_task_ratio: float = 0.25  # user-prediction examples per next-item example
     user_context: int = 10  # users shown in a user-prediction prompt
     max_len: int = 20  # history items in a prompt

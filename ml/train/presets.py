@@ -34,7 +34,7 @@ TRAINING_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                         "eval_every_steps": 1028},
         # The paper's whole-history prompts and a beam of 20, validated every epoch until 5 bring nothing.
         "ed2_model": {"max_steps": None, "eval_every_steps": None, "eval_every": 1, "max_len": 20, "beam_size": 20,
-                      "warmup_steps": 100, "quantizer_pretrain_steps": 300, "reassign_every_steps": None},
+                      "warmup_steps": 100, "reassign_every_steps": None},
     },
 }
 

@@ -41,6 +41,7 @@ from ml.evaluate.report import (
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
 from ml.models.blend import ScoreBlend
 from ml.models.checkpoints import load_checkpoint, supports_retrieval
+from ml.models.eager import EAGER as EAGERModel
 from ml.models.ed2 import ED2
 from ml.models.graph_cf import GraphCFRecommender
 from ml.models.learn import LEARN
@@ -159,16 +160,19 @@ def model_evaluation(
         if isinstance(model, GraphCFRecommender | ED2):
             check_user_rows(info, data, name)
             user_rows["user_rows"] = np.arange(data.n_users)
+        # A generative model beam-searches every user of a batch at once (beams x prompt caches): it scores in
+        # the batches it validated with, not the evaluator's 1,024-user ones.
+        batch_size = model.config.eval_batch_size if isinstance(model, EAGERModel | ED2) else config.batch_size
         with model.cached_items() if isinstance(model, LEARN | ScoreBlend) else nullcontext():
             # Every training asset selected its checkpoint on exactly these validation metrics (history
             # ranked, the same evaluator, the served scores): reuse them rather than score validation again.
             if not config.mask_history and "best_valid" in info:
                 valid_metrics = dict(info["best_valid"])
             else:
-                valid_metrics = evaluate_model(model.score, valid_histories, valid_targets, config.batch_size,
+                valid_metrics = evaluate_model(model.score, valid_histories, valid_targets, batch_size,
                                                mask_history=config.mask_history, **user_rows).metrics
             # Test under both protocols from one scoring pass; the configured one is the headline.
-            both = evaluate_protocols(model.score, test_histories, test_targets, config.batch_size, **user_rows)
+            both = evaluate_protocols(model.score, test_histories, test_targets, batch_size, **user_rows)
         test, other = both[config.mask_history], both[not config.mask_history]
         slices = slice_metrics(test.ranks, masks)
         run_id = info["mlflow_run_id"]
