@@ -20,7 +20,8 @@ tables its metrics were measured with.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,12 +142,36 @@ def reassign(model: ED2) -> dict[str, float]:
     return stats
 
 
+@contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Torch's deterministic kernels for the block, then the previous setting.
+
+    ED2's index-token look-ups backpropagate through accumulating index writes, which on two CPU threads
+    add up in a varying order: without this, two identical runs gave different weights.
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=warn_only)
+
+
 def train_ed2(
     data: SequenceData, item_semantic: np.ndarray, user_semantic: np.ndarray, config: ED2Config | None = None,
     on_epoch: EpochCallback | None = None, backbone: BackboneFactory = tiny_backbone,
 ) -> ED2Result:
     """Train on the training split; keep the epoch (weights and code tables) with the best validation NDCG@10."""
-    config = config or ED2Config()
+    with deterministic_algorithms():
+        return _train_ed2(data, item_semantic, user_semantic, config or ED2Config(), on_epoch, backbone)
+
+
+def _train_ed2(
+    data: SequenceData, item_semantic: np.ndarray, user_semantic: np.ndarray, config: ED2Config,
+    on_epoch: EpochCallback | None, backbone: BackboneFactory,
+) -> ED2Result:
+    """`train_ed2`'s body, under deterministic kernels."""
     if len(item_semantic) != data.n_items or len(user_semantic) != data.n_users:
         raise ValueError(f"semantic vectors for {len(item_semantic)} items and {len(user_semantic)} users; the split "
                          f"has {data.n_items} and {data.n_users}")

@@ -81,7 +81,7 @@ def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInP
                                        "eval_every_steps": None, "eval_batch_size": 512}},
             "graph_cf_model": GRAPH_TINY, "rlmrec_con_model": GRAPH_TINY, "rlmrec_gen_model": GRAPH_TINY,
             "ed2_model": {"config": {"hidden_dim": 16, "n_layers": 1, "n_heads": 2, "intermediate_dim": 32,
-                                     "codebook_size": 16, "latent_dim": 8, "quantizer_hidden": 16,
+                                     "codebook_size": 32, "latent_dim": 16, "quantizer_hidden": 64,
                                      "quantizer_pretrain_steps": 100, "max_len": 5, "beam_size": 5, "batch_size": 64,
                                      "max_steps": 20, "eval_every_steps": 20, "eval_batch_size": 256}},
         }},

@@ -271,3 +271,17 @@ def test_every_answer_token_weighs_the_same_whatever_its_batch() -> None:
     whole = ed2_losses(model, batch, nominal_batch=32).total
     halves = ed2_losses(model, batch[::2], 32).total + ed2_losses(model, batch[1::2], 32).total
     assert float(whole) == pytest.approx(float(halves), rel=1e-5)
+
+
+def test_training_is_bit_identical_on_two_threads() -> None:
+    """Two runs on two threads give the same weights (index-token gradients accumulate deterministically)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        config = ED2Config(**{**TINY, "max_epochs": 2, "eval_every": 2})
+        first = train_ed2(_cycle_data(), *_semantics(), config).model.state_dict()
+        second = train_ed2(_cycle_data(), *_semantics(), config).model.state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    assert not torch.are_deterministic_algorithms_enabled()  # the setting is restored after training
