@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +53,6 @@ from ml.data.ed2_instructions import InstructionBuilder, history_window, templat
 from ml.models.contrastive import info_nce
 from ml.models.eager import unit_rms
 from ml.models.residual_quantizer import NO_SUFFIX, CodeTable, QuantizerConfig, ResidualQuantizer
-
-logger = logging.getLogger(__name__)
 
 Backbone = Literal["tiny", "smollm2"]
 IndexMode = Literal["dynamic", "static"]
@@ -509,7 +506,7 @@ def pad_left(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[
     return ids.to(device), mask.to(device)
 
 
-def answer_targets(tokens: Sequence[int], block: IndexTokens, end: int) -> list[int]:
+def answer_targets(tokens: Sequence[int], block: IndexTokens) -> list[int]:
     """Answer-vocabulary targets (0 = END, 1 + j = block token j) of an entity's index tokens, END appended."""
     return [1 + token - block.first for token in tokens] + [0]
 

@@ -72,7 +72,7 @@ def ed2_losses(model: ED2, examples: Sequence[ED2Example], nominal_batch: int) -
         answer = model.entity_tokens(example.kind)[example.target]
         sequences.append(example.prompt + answer + [model.vocabulary.end])
         # Hidden state at column j predicts token j + 1: the answer is predicted from the prompt's last column on.
-        for offset, target in enumerate(answer_targets(answer, block, model.vocabulary.end)):
+        for offset, target in enumerate(answer_targets(answer, block)):
             answer_rows.append((row, len(example.prompt) - 1 + offset))
             answer_kinds.append(example.kind)
             targets.append(target)
