@@ -69,27 +69,51 @@ class InstructionBuilder:
         if missing:
             raise ValueError(f"template pieces missing: {sorted(missing)}")
 
-    def _joined(self, entities: Sequence[Sequence[int]]) -> list[int]:
+    def _spliced(self, parts: Sequence[str | Sequence[int]]) -> SplicedPrompt:
+        """Template pieces (by name) and entities (token lists) joined in order, with each entity's span."""
         tokens: list[int] = []
+        spans: list[tuple[int, int]] = []
+        for part in parts:
+            if isinstance(part, str):
+                tokens.extend(self.pieces[part])
+            else:
+                spans.append((len(tokens), len(tokens) + len(part)))
+                tokens.extend(part)
+        return SplicedPrompt(tokens, tuple(spans))
+
+    def _listed(self, entities: Sequence[Sequence[int]]) -> list[str | Sequence[int]]:
+        parts: list[str | Sequence[int]] = []
         for position, entity in enumerate(entities):
             if position:
-                tokens.extend(self.pieces[SEPARATOR])
-            tokens.extend(entity)
-        return tokens
+                parts.append(SEPARATOR)
+            parts.append(entity)
+        return parts
 
-    def next_item(self, user: Sequence[int], history: Sequence[Sequence[int]]) -> list[int]:
-        """The next-item prompt of one user (their index tokens) and history (each item's index tokens)."""
+    def next_item(self, user: Sequence[int], history: Sequence[Sequence[int]]) -> SplicedPrompt:
+        """The next-item prompt of one user (their index tokens) and history (each item's index tokens).
+
+        Spans: the history items' in order, then the user's.
+        """
         if not history:
             raise ValueError("a next-item prompt needs at least one history item")
-        return [*self.pieces["next_intro"], *self._joined(history), *self.pieces["next_ask"], *user,
-                *self.pieces["next_end"]]
+        return self._spliced(["next_intro", *self._listed(history), "next_ask", user, "next_end"])
 
-    def user_prediction(self, item: Sequence[int], users: Sequence[Sequence[int]]) -> list[int]:
-        """The user-prediction prompt of one item (its index tokens) and some of its users (theirs)."""
+    def user_prediction(self, item: Sequence[int], users: Sequence[Sequence[int]]) -> SplicedPrompt:
+        """The user-prediction prompt of one item (its index tokens) and some of its users (theirs).
+
+        Spans: the item's, then the shown users' in order.
+        """
         if not users:
             raise ValueError("a user-prediction prompt needs at least one user")
-        return [*self.pieces["user_intro"], *item, *self.pieces["user_middle"], *self._joined(users),
-                *self.pieces["user_ask"]]
+        return self._spliced(["user_intro", item, "user_middle", *self._listed(users), "user_ask"])
+
+
+@dataclass(frozen=True)
+class SplicedPrompt:
+    """A prompt's token ids and the [start, stop) span of each entity spliced into it, in splice order."""
+
+    tokens: list[int]
+    spans: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ class ED2Config:
     index: IndexMode = "dynamic"
     reassign_every: int = 1  # epochs between code re-assignments (dynamic index)
     reassign_every_steps: int | None = None  # when set, steps between re-assignments instead (budgets under an epoch)
+    latent_pull: bool = True  # dynamic index: the recommendation loss reaches each entity's latent (straight-through)
     quantizer_pretrain_steps: int = 300  # minibatch steps before the recommender trains (both index modes)
     quantizer_lr: float = 1e-3
     index_regulator_weight: float = 1.0
@@ -378,11 +379,30 @@ class ED2(nn.Module):
         return self.lm.get_input_embeddings()(ids) + extra
 
     def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None,
-                      cache: Any = None, table: torch.Tensor | None = None) -> torch.Tensor:
-        """(batch, t, width) last hidden states of token ids (batch, t) under `mask` (past + new columns)."""
-        output = self.lm.model(inputs_embeds=self.token_vectors(ids, table), attention_mask=mask,
-                               position_ids=positions, cache=cache, use_cache=cache is not None)
+                      cache: Any = None, table: torch.Tensor | None = None,
+                      offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, t, width) last hidden states of token ids (batch, t) under `mask` (past + new columns).
+
+        `offsets` (batch, t, width), when given, is added to the input vectors (the latent pulls).
+        """
+        vectors = self.token_vectors(ids, table)
+        if offsets is not None:
+            vectors = vectors + offsets
+        output = self.lm.model(inputs_embeds=vectors, attention_mask=mask, position_ids=positions, cache=cache,
+                               use_cache=cache is not None)
         return output.last_hidden_state
+
+    def latent_pull(self, kind: EntityKind, rows: torch.Tensor) -> torch.Tensor:
+        """(len(rows), width) zero vectors whose gradient reaches each entity's encoder latent (straight-through).
+
+        Added to an entity's index-token vectors and answer logits, it leaves every value as it is, and
+        gives the recommendation loss's gradient for the entity's codewords to the entity's own latent
+        too, as a straight-through estimator does: the latents move where the recommender wants them, and
+        the next re-assignment moves the entity's code with them.
+        """
+        latent = self.quantizer(kind).encoder(self.semantic(kind)[rows])
+        projection = self.item_projection if kind == "item" else self.user_projection
+        return F.linear(latent - latent.detach(), projection.weight)
 
     def answer_logits(self, hidden: torch.Tensor, kind: EntityKind, table: torch.Tensor | None = None) -> torch.Tensor:
         """(…, 1 + block) logits over END and one kind's index tokens, through the (extended, tied) LM head."""
@@ -429,12 +449,20 @@ class ED2(nn.Module):
         """The next-item instruction of one user row and item-index history (its last max_len items)."""
         items = self.entity_tokens("item")
         window = history_window(np.asarray(history), len(history), self.config.max_len)
-        return self.builder.next_item(self.entity_tokens("user")[user], [items[item - 1] for item in window])
+        return self.builder.next_item(self.entity_tokens("user")[user], [items[item - 1] for item in window]).tokens
 
     @torch.no_grad()
     def recommend(self, histories: Sequence[np.ndarray], user_rows: np.ndarray,
                   beam_size: int | None = None) -> list[list[tuple[int, float]]]:
-        """Per user, the beam's items (0-based) and their path log-probabilities, best first."""
+        """Per user, the beam's items (0-based) and their path log-probabilities, best first.
+
+        The prompt runs once per user and its keys and values stay in a cache of one row per user. Each
+        beam step then runs every beam's answer tokens so far (at most M + 2) as one packed row per user,
+        each beam attending to the prompt and its own earlier tokens only (a block-diagonal mask), and
+        crops those tokens from the cache again. Re-running a few answer tokens is far cheaper than
+        reordering and growing a per-beam copy of the prompt's cache at every step (the
+        `DynamicCache.reorder_cache` way, which spent about half the decoding time copying).
+        """
         was_training = self.training
         self.eval()
         try:
@@ -447,25 +475,33 @@ class ED2(nn.Module):
             table = self.index_table()
             cache = DynamicCache(config=self.lm.config)
             hidden = self.hidden_states(ids, mask, positions, cache, table)
-            state = {"mask": mask, "next": positions[:, -1] + 1, "last": hidden[:, -1], "fed": 0}
+            first_logits = self._decoding_logits(self.answer_logits(hidden[:, -1], "item", table))
+            n_users, prompt_len = ids.shape
+            blocked = torch.finfo(hidden.dtype).min
+            prompt_bias = torch.zeros(mask.shape, dtype=hidden.dtype, device=self.device).masked_fill(mask == 0,
+                                                                                                     blocked)
+            next_position = positions[:, -1] + 1
             block_first = self.vocabulary.items.first
 
             def step(prefixes: torch.Tensor, width: int, parents: torch.Tensor | None) -> torch.Tensor:
-                rows = parents if parents is not None else torch.arange(len(prefixes)) // width
-                if parents is not None or width > 1:
-                    rows = rows.to(self.device)
-                    cache.reorder_cache(rows)
-                    state["mask"], state["next"], state["last"] = (state["mask"][rows], state["next"][rows],
-                                                                   state["last"][rows])
-                new = prefixes[:, 1 + state["fed"]:].to(self.device)
-                if new.shape[1]:
-                    lm_ids = torch.where(new == END, self.vocabulary.end, new - N_SPECIAL + block_first)
-                    state["mask"] = torch.cat([state["mask"], torch.ones_like(new)], dim=1)
-                    new_positions = state["next"].unsqueeze(1) + torch.arange(new.shape[1], device=self.device)
-                    hidden = self.hidden_states(lm_ids, state["mask"], new_positions, cache, table)
-                    state["last"], state["next"], state["fed"] = (hidden[:, -1], state["next"] + new.shape[1],
-                                                                  state["fed"] + new.shape[1])
-                return self._decoding_logits(self.answer_logits(state["last"], "item", table))
+                answer = prefixes[:, 1:].to(self.device)
+                length = answer.shape[1]
+                if length == 0:
+                    return first_logits
+                # PAD follows a finished beam's END; its row's logits are ignored, any valid id will do.
+                lm_ids = torch.where(answer >= N_SPECIAL, answer - N_SPECIAL + block_first, self.vocabulary.end)
+                packed = width * length
+                beam = torch.arange(packed, device=self.device) // length
+                offset = torch.arange(packed, device=self.device) % length
+                own = (beam.unsqueeze(1) == beam.unsqueeze(0)) & (offset.unsqueeze(1) >= offset.unsqueeze(0))
+                own_bias = torch.zeros(own.shape, dtype=hidden.dtype, device=self.device).masked_fill(~own, blocked)
+                bias = torch.cat([prompt_bias.unsqueeze(1).expand(n_users, packed, prompt_len),
+                                  own_bias.unsqueeze(0).expand(n_users, packed, packed)], dim=2).unsqueeze(1)
+                step_positions = next_position.unsqueeze(1) + offset.unsqueeze(0)
+                states = self.hidden_states(lm_ids.reshape(n_users, packed), bias, step_positions, cache, table)
+                cache.crop(-packed)  # negative: drop the last `packed` tokens (transformers 5)
+                last = states.view(n_users, width, length, -1)[:, :, -1].reshape(n_users * width, -1)
+                return self._decoding_logits(self.answer_logits(last, "item", table))
 
             result = constrained_beam_search(step, self.trie(), len(prompts), beam_size or self.config.beam_size)
             ranked = []

@@ -22,6 +22,16 @@ from ml.models.ed2 import ED2, EntityKind, answer_targets, pad_right, quantizer_
 
 
 @dataclass(frozen=True)
+class EntitySpan:
+    """Where one entity's index tokens sit in a prompt: its kind, 0-based row and [start, stop) columns."""
+
+    kind: EntityKind
+    row: int
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
 class ED2Example:
     """One training example: its kind, the prompt's token ids, and the target entity (0-based row)."""
 
@@ -29,6 +39,7 @@ class ED2Example:
     prompt: list[int]
     target: int
     source: int  # the prompt's subject: the user (next item) or the item (user prediction), 0-based
+    spliced: tuple[EntitySpan, ...] = ()  # every entity whose index is in the prompt, and where
 
 
 def next_item_example(model: ED2, train: Sequence[np.ndarray], user: int, position: int) -> ED2Example:
@@ -37,7 +48,8 @@ def next_item_example(model: ED2, train: Sequence[np.ndarray], user: int, positi
     items = model.entity_tokens("item")
     window = history_window(sequence, position, model.config.max_len)
     prompt = model.builder.next_item(model.entity_tokens("user")[user], [items[item - 1] for item in window])
-    return ED2Example("item", prompt, int(sequence[position]) - 1, user)
+    owners = [("item", int(item) - 1) for item in window] + [("user", user)]
+    return ED2Example("item", prompt.tokens, int(sequence[position]) - 1, user, _spans(owners, prompt.spans))
 
 
 def user_example(model: ED2, example: UserPredictionExample) -> ED2Example:
@@ -45,7 +57,59 @@ def user_example(model: ED2, example: UserPredictionExample) -> ED2Example:
     users = model.entity_tokens("user")
     prompt = model.builder.user_prediction(model.entity_tokens("item")[example.item - 1],
                                            [users[user] for user in example.context])
-    return ED2Example("user", prompt, example.target, example.item - 1)
+    owners = [("item", example.item - 1)] + [("user", user) for user in example.context]
+    return ED2Example("user", prompt.tokens, example.target, example.item - 1, _spans(owners, prompt.spans))
+
+
+def _spans(owners: Sequence[tuple[str, int]], spans: Sequence[tuple[int, int]]) -> tuple[EntitySpan, ...]:
+    """The entity spans of a spliced prompt, the owners listed in splice order."""
+    return tuple(EntitySpan(kind, row, start, stop)  # type: ignore[arg-type]
+                 for (kind, row), (start, stop) in zip(owners, spans, strict=True))
+
+
+@dataclass
+class LatentPulls:
+    """A batch's latent pulls (`ED2.latent_pull`): per distinct entity, and laid out over the prompts' index tokens."""
+
+    rows: dict[tuple[str, int], int]  # (kind, entity row) -> row of `vectors`
+    vectors: torch.Tensor  # (distinct entities, width), zero-valued
+    offsets: torch.Tensor  # (batch, columns, width): each spliced entity's pull on its M code tokens
+    levels: int
+
+    @classmethod
+    def of(cls, model: ED2, examples: Sequence[ED2Example], shape: tuple[int, ...]) -> LatentPulls:
+        """The pulls of every entity spliced into, or answering, a batch of `shape` (batch, columns) inputs."""
+        keys = sorted({(span.kind, span.row) for example in examples for span in example.spliced}
+                      | {(example.kind, example.target) for example in examples})
+        rows = {key: index for index, key in enumerate(keys)}
+        parts = []
+        for kind in ("item", "user"):
+            entities = [row for key_kind, row in keys if key_kind == kind]
+            if entities:
+                parts.append(model.latent_pull(kind, torch.as_tensor(entities, device=model.device)))
+        vectors = torch.cat(parts)
+        levels = model.config.levels
+        # A span's first M columns are its code tokens; a suffix token after them has no codeword, so no pull.
+        where = [(batch, span.start + level, rows[(span.kind, span.row)]) for batch, example in enumerate(examples)
+                 for span in example.spliced for level in range(levels)]
+        offsets = torch.zeros(*shape, vectors.shape[1], device=vectors.device, dtype=vectors.dtype)
+        if where:
+            batch, column, source = (torch.as_tensor(values, device=vectors.device)
+                                     for values in zip(*where, strict=True))
+            offsets = offsets.index_put((batch, column), vectors[source])
+        return cls(rows, vectors, offsets, levels)
+
+    def answers(self, examples: Sequence[ED2Example], answer_rows: Sequence[tuple[int, int]],
+                chosen: Sequence[int]) -> torch.Tensor:
+        """(len(chosen), width) the answering entity's pull at each chosen answer position (zero past its codes)."""
+        pulls = []
+        zero = torch.zeros_like(self.vectors[0])
+        for index in chosen:
+            row, column = answer_rows[index]
+            example = examples[row]
+            level = column - (len(example.prompt) - 1)
+            pulls.append(self.vectors[self.rows[(example.kind, example.target)]] if level < self.levels else zero)
+        return torch.stack(pulls)
 
 
 @dataclass
@@ -77,7 +141,8 @@ def ed2_losses(model: ED2, examples: Sequence[ED2Example], nominal_batch: int) -
             answer_kinds.append(example.kind)
             targets.append(target)
     ids, mask = pad_right([sequence[:-1] for sequence in sequences], device)
-    hidden = model.hidden_states(ids, mask, table=table)
+    pulls = LatentPulls.of(model, examples, ids.shape) if config.index == "dynamic" and config.latent_pull else None
+    hidden = model.hidden_states(ids, mask, table=table, offsets=None if pulls is None else pulls.offsets)
     picked = hidden[torch.as_tensor([r for r, _ in answer_rows]), torch.as_tensor([c for _, c in answer_rows])]
     kinds = np.asarray(answer_kinds)
     target_tensor = torch.as_tensor(targets, dtype=torch.int64, device=device)
@@ -87,6 +152,10 @@ def ed2_losses(model: ED2, examples: Sequence[ED2Example], nominal_batch: int) -
         chosen = torch.from_numpy(np.flatnonzero(kinds == kind)).to(device)
         if len(chosen):
             logits = model.answer_logits(picked[chosen], kind, table)  # type: ignore[arg-type]
+            if pulls is not None:  # the target's code-token logits carry its latent's pull (value unchanged)
+                pull = pulls.answers(examples, answer_rows, chosen.tolist())
+                logits = logits.scatter_add(1, target_tensor[chosen].unsqueeze(1),
+                                            (picked[chosen] * pull).sum(dim=1, keepdim=True))
             kind_nll = F.cross_entropy(logits, target_tensor[chosen], reduction="sum")
             terms[f"nll_{kind}"] = float(kind_nll.detach()) / len(chosen)
             nll = nll + kind_nll

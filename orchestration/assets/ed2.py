@@ -62,6 +62,8 @@ class ED2TrainingConfig(dg.Config):
     reassign_every: int = Field(default=1, description="Epochs between code re-assignments (dynamic index).")
     reassign_every_steps: int | None = Field(default=100, description="Steps between re-assignments instead of "
                                              "epochs: the quick budget is a third of a Beauty epoch (null = epochs).")
+    latent_pull: bool = Field(default=True, description="Dynamic index: the recommendation loss reaches each "
+                              "entity's quantiser latent (straight-through), so re-assignment can move its code.")
     quantizer_pretrain_steps: int = Field(default=300, description="Minibatch RQ-VAE steps before the LM trains.")
     quantizer_lr: float = 1e-3
     index_regulator_weight: float = Field(default=1.0, description="Index-level regulator (0 = off).")

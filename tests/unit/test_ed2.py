@@ -105,6 +105,11 @@ def test_instruction_splices_the_current_codes_and_never_the_target() -> None:
         expected += (pieces["separator"] if index else []) + items[item - 1]
     expected += pieces["next_ask"] + users[user] + pieces["next_end"]
     assert example.prompt == expected and example.target == data.train[user][position] - 1
+    # The spans name every spliced entity and cover exactly its tokens: the history in order, then the user.
+    owners = [("item", int(item) - 1) for item in history] + [("user", user)]
+    assert [(span.kind, span.row) for span in example.spliced] == owners
+    for span in example.spliced:
+        assert example.prompt[span.start:span.stop] == (items if span.kind == "item" else users)[span.row]
     # Other codes, other prompt: the prompt is spliced from the codes current when it is built.
     model.set_codes("item", replace(_unique_table(N_ITEMS), codes=_unique_table(N_ITEMS).codes[::-1].copy()))
     assert next_item_example(model, data.train, user, position).prompt != expected
@@ -159,6 +164,11 @@ def test_user_prediction_prompt_and_loss_terms() -> None:
     users = model.entity_tokens("user")
     assert example.kind == "user" and example.target == task.target
     assert users[task.target] != example.prompt[-len(users[task.target]):]
+    assert [(span.kind, span.row) for span in example.spliced] == [("item", task.item - 1)] + [
+        ("user", user) for user in task.context]
+    for span in example.spliced:
+        expected_tokens = (model.entity_tokens(span.kind))[span.row]
+        assert example.prompt[span.start:span.stop] == expected_tokens
     batch = [example, next_item_example(model, data.train, 0, 3)]
     losses = ed2_losses(model, batch, nominal_batch=2)
     assert {"nll_item", "nll_user", "quantizer_item", "token_regulator_user", "index_regulator_item"} <= set(
@@ -169,6 +179,56 @@ def test_user_prediction_prompt_and_loss_terms() -> None:
     pretrain_quantizers(static, static.config)
     terms = ed2_losses(static, batch, nominal_batch=2).terms
     assert not any(name.startswith(("quantizer", "token_regulator", "index_regulator")) for name in terms)
+
+
+def test_latent_pull_changes_no_value_and_gives_the_recommendation_gradient_to_the_latents() -> None:
+    """The straight-through pull: same loss, and the NLL's gradient reaches the encoders only with it."""
+    data = _cycle_data()
+    task = sample_user_predictions(item_users(data.train, N_ITEMS), 1, 3, np.random.default_rng(0))[0]
+    gradients, totals = {}, {}
+    for pull in (True, False):
+        model = _model(latent_pull=pull, index_regulator_weight=0.0, token_regulator_weight=0.0,
+                       commitment_weight=0.0)
+        pretrain_quantizers(model, model.config)
+        batch = [next_item_example(model, data.train, user, 3) for user in range(4)] + [user_example(model, task)]
+        losses = ed2_losses(model, batch, nominal_batch=5)
+        losses.total.backward()
+        totals[pull] = float(losses.total.detach())
+        gradients[pull] = {kind: torch.cat([p.grad.flatten() for p in model.quantizer(kind).encoder.parameters()])
+                           for kind in ("item", "user")}
+    assert totals[True] == pytest.approx(totals[False], rel=1e-6)
+    for kind in ("item", "user"):
+        # Without the pull the encoders learn from the reconstruction alone; the pull adds the NLL's gradient.
+        assert not torch.allclose(gradients[True][kind], gradients[False][kind])
+
+
+def test_beam_scores_are_the_constrained_path_log_probabilities() -> None:
+    """Each beam item's score equals its path's log-probability from one full forward pass, renormalised over the trie."""
+    from ml.codes.trie import END, N_SPECIAL
+
+    data = _cycle_data()
+    model = _model(beam_size=5).eval()
+    pretrain_quantizers(model, model.config)
+    histories = [data.train[user][:2 + user % 4] for user in range(6)]  # prompts of different lengths (padding)
+    ranked = model.recommend(histories, np.arange(6))
+    trie, block = model.trie(), model.vocabulary.items
+    with torch.no_grad():
+        for user, beam in enumerate(ranked):
+            assert len(beam) == 5
+            for item, score in beam:
+                prompt = model.next_item_prompt(user, histories[user])
+                tokens = model.entity_tokens("item")[item]
+                ids = torch.tensor([prompt + tokens])
+                hidden = model.hidden_states(ids, torch.ones_like(ids))
+                expected, node = 0.0, np.zeros(1, dtype=np.int64)
+                for offset, token in enumerate([N_SPECIAL + t - block.first for t in tokens] + [END]):
+                    allowed = trie.allowed_mask(node)[0]
+                    if allowed.sum() > 1:
+                        logits = model._decoding_logits(model.answer_logits(hidden[:, len(prompt) - 1 + offset],
+                                                                            "item"))[0]
+                        expected += float(torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), 0)[token])
+                    node = trie.step(node, np.array([token]))
+                assert score == pytest.approx(expected, abs=1e-4)
 
 
 def test_static_index_never_changes_codes_and_dynamic_reassigns() -> None:
