@@ -10,7 +10,7 @@ convention (beam items first, the rest tied below), so the one evaluator applies
 
 Backbones: `tiny` (CPU default), a randomly initialised Llama of a few layers over a vocabulary of
 the template words and the index tokens only; `smollm2`, the packaged SmolLM2-135M with the index
-tokens appended to its vocabulary (embedding and tied LM head resized), fine-tuned fully or by LoRA.
+tokens appended to its vocabulary (embedding and tied LM head resized), fine-tuned fully or by LoRA (`ml/models/ed2_backbone.py`).
 
 Choices the paper leaves open, and what we do:
 
@@ -39,8 +39,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -49,15 +48,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.codes.trie import END, N_SPECIAL, PAD, CodeTrie, constrained_beam_search, full_ranking_scores
-from ml.data.ed2_instructions import InstructionBuilder, history_window, template_words, tokenize_pieces, word_split
+from ml.data.ed2_instructions import InstructionBuilder, history_window
 from ml.models.contrastive import info_nce
 from ml.models.eager import unit_rms
+from ml.models.ed2_backbone import Backbone, ED2Vocabulary, EntityKind, FineTune, IndexTokens
 from ml.models.residual_quantizer import NO_SUFFIX, CodeTable, QuantizerConfig, ResidualQuantizer
 
-Backbone = Literal["tiny", "smollm2"]
 IndexMode = Literal["dynamic", "static"]
-FineTune = Literal["full", "lora"]
-EntityKind = Literal["item", "user"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,7 @@ class ED2Config:
     index: IndexMode = "dynamic"
     reassign_every: int = 1  # epochs between code re-assignments (dynamic index)
     reassign_every_steps: int | None = None  # when set, steps between re-assignments instead (budgets under an epoch)
-    latent_pull: bool = True  # dynamic index: the recommendation loss reaches each entity's latent (straight-through)
+    latent_pull: float = 1.0  # dynamic index: weight of the recommendation loss's gradient on each entity's latent
     quantizer_pretrain_steps: int = 300  # minibatch steps before the recommender trains (both index modes)
     quantizer_lr: float = 1e-3
     index_regulator_weight: float = 1.0
@@ -118,7 +115,7 @@ class ED2Config:
         if self.hidden_dim % self.n_heads:
             raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by n_heads ({self.n_heads})")
         for name in ("index_regulator_weight", "token_regulator_weight", "user_task_ratio", "weight_decay",
-                     "warmup_steps", "quantizer_pretrain_steps", "commitment_weight"):
+                     "warmup_steps", "quantizer_pretrain_steps", "commitment_weight", "latent_pull"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.regulator_temperature <= 0:
@@ -131,155 +128,6 @@ class ED2Config:
         """The shape of each of the two quantisers."""
         return QuantizerConfig(levels=self.levels, codebook_size=self.codebook_size, latent_dim=self.latent_dim,
                                hidden_dim=self.quantizer_hidden, commitment_weight=self.commitment_weight)
-
-
-@dataclass(frozen=True)
-class IndexTokens:
-    """A block of LM token ids for one entity kind: `levels` x `size` code tokens, then `size` suffix tokens."""
-
-    first: int
-    levels: int
-    size: int
-
-    @property
-    def count(self) -> int:
-        """Token ids in the block."""
-        return (self.levels + 1) * self.size
-
-    def token(self, level: int, code: int) -> int:
-        """The LM id of code `code` at `level` (level == levels: suffix `code`)."""
-        if not (0 <= level <= self.levels and 0 <= code < self.size):
-            raise ValueError(f"no index token for level {level}, code {code}")
-        return self.first + level * self.size + code
-
-    def inverse(self, token: int) -> tuple[int, int]:
-        """(level, code) of an LM id in this block (level == levels for a suffix); raises outside it."""
-        offset = token - self.first
-        if not 0 <= offset < self.count:
-            raise ValueError(f"token {token} is not in this index block")
-        return offset // self.size, offset % self.size
-
-    def entity_tokens(self, codes: np.ndarray, suffix: np.ndarray) -> list[list[int]]:
-        """Each entity's index tokens: its levels' code tokens, then its suffix token if it has one."""
-        levels = np.arange(self.levels)[None, :]
-        tokens = (self.first + levels * self.size + np.asarray(codes)).tolist()
-        for row, extra in enumerate(np.asarray(suffix).tolist()):
-            if extra != NO_SUFFIX:
-                tokens[row].append(self.first + self.levels * self.size + extra)
-        return tokens
-
-
-@dataclass(frozen=True)
-class ED2Vocabulary:
-    """Where everything sits in the LM's vocabulary: END, the item and user index blocks, the template pieces."""
-
-    size: int
-    end: int
-    items: IndexTokens
-    users: IndexTokens
-    pieces: dict[str, list[int]] = field(default_factory=dict)
-
-    @property
-    def index_first(self) -> int:
-        """First id of the index tokens (items, then users, contiguous)."""
-        return self.items.first
-
-    @property
-    def index_count(self) -> int:
-        """Index tokens of both kinds."""
-        return self.items.count + self.users.count
-
-    def block(self, kind: EntityKind) -> IndexTokens:
-        """The index block of one entity kind."""
-        return self.items if kind == "item" else self.users
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for a checkpoint."""
-        return {"size": self.size, "end": self.end, "items": [self.items.first, self.items.levels, self.items.size],
-                "users": [self.users.first, self.users.levels, self.users.size], "pieces": self.pieces}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ED2Vocabulary:
-        """The vocabulary a checkpoint stored."""
-        return cls(int(data["size"]), int(data["end"]), IndexTokens(*map(int, data["items"])),
-                   IndexTokens(*map(int, data["users"])), {k: [int(t) for t in v] for k, v in data["pieces"].items()})
-
-
-def tiny_vocabulary(levels: int, size: int) -> ED2Vocabulary:
-    """The tiny backbone's vocabulary: reserved ids (PAD, SOS, END...), the template words, the index blocks."""
-    words = {word: N_SPECIAL + row for row, word in enumerate(template_words())}
-    items = IndexTokens(N_SPECIAL + len(words), levels, size)
-    users = IndexTokens(items.first + items.count, levels, size)
-    pieces = tokenize_pieces(lambda text: [words[word] for word in word_split(text)])
-    return ED2Vocabulary(users.first + users.count, END, items, users, pieces)
-
-
-class LoRALinear(nn.Module):
-    """A frozen linear layer plus a trainable low-rank update B A x * alpha / rank (B starts at zero)."""
-
-    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
-        super().__init__()
-        self.base = base
-        for parameter in self.base.parameters():
-            parameter.requires_grad_(False)
-        self.lora_a = nn.Parameter(torch.randn(rank, base.in_features) / rank)
-        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
-        self.scale = alpha / rank
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The base output plus the low-rank update."""
-        return self.base(x) + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
-
-
-def apply_lora(lm: nn.Module, rank: int, alpha: float) -> None:
-    """Freeze the LM but its token embeddings (new index rows) and wrap its attention projections in LoRA."""
-    for parameter in lm.parameters():
-        parameter.requires_grad_(False)
-    lm.get_input_embeddings().weight.requires_grad_(True)
-    for module in list(lm.modules()):
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            child = getattr(module, name, None)
-            if isinstance(child, nn.Linear):
-                setattr(module, name, LoRALinear(child, rank, alpha))
-
-
-def tiny_lm_config(config: ED2Config, vocabulary_size: int) -> dict[str, Any]:
-    """The `LlamaConfig` fields of the tiny backbone."""
-    return {"vocab_size": vocabulary_size, "hidden_size": config.hidden_dim,
-            "intermediate_size": config.intermediate_dim, "num_hidden_layers": config.n_layers,
-            "num_attention_heads": config.n_heads,
-            "num_key_value_heads": config.n_heads, "max_position_embeddings": 2048, "tie_word_embeddings": True,
-            "pad_token_id": PAD, "bos_token_id": 1, "eos_token_id": END, "rms_norm_eps": 1e-6}
-
-
-def build_lm(lm_config: dict[str, Any], config: ED2Config) -> nn.Module:
-    """A randomly initialised `LlamaForCausalLM` of `lm_config` (LoRA-wrapped when configured)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    lm = LlamaForCausalLM(LlamaConfig.from_dict(lm_config))
-    if config.backbone == "smollm2" and config.finetune == "lora":
-        apply_lora(lm, config.lora_rank, config.lora_alpha)
-    return lm
-
-
-def load_smollm2(config: ED2Config, cache_dir: Path) -> tuple[nn.Module, ED2Vocabulary, dict[str, Any]]:
-    """The packaged SmolLM2-135M (offline), its vocabulary extended by END and the index tokens, and its config."""
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    from ml.llm.weights import PACKAGED_SMOLLM2, resolve_causal_lm
-
-    folder = resolve_causal_lm(PACKAGED_SMOLLM2, cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    lm = LlamaForCausalLM.from_pretrained(str(folder), local_files_only=True)
-    base = len(tokenizer)
-    items = IndexTokens(base + 1, config.levels, config.codebook_size)
-    users = IndexTokens(items.first + items.count, config.levels, config.codebook_size)
-    pieces = tokenize_pieces(lambda text: tokenizer(text, add_special_tokens=False).input_ids)
-    vocabulary = ED2Vocabulary(users.first + users.count, base, items, users, pieces)
-    lm.resize_token_embeddings(vocabulary.size, mean_resizing=False)
-    if config.finetune == "lora":
-        apply_lora(lm, config.lora_rank, config.lora_alpha)
-    return lm, vocabulary, lm.config.to_dict()
 
 
 class ED2(nn.Module):
@@ -333,8 +181,10 @@ class ED2(nn.Module):
 
     def code_table(self, kind: EntityKind) -> CodeTable:
         """The current code table of one entity kind (collision counts are not kept: 0)."""
-        codes = getattr(self, f"{kind}_codes").cpu().numpy()
-        suffix = getattr(self, f"{kind}_suffix").cpu().numpy()
+        # Copies: on CPU `.numpy()` shares the buffer, which `set_codes` overwrites in place, and a table taken
+        # before a re-assignment must keep the old codes (it once made every re-assignment count 0 changes).
+        codes = getattr(self, f"{kind}_codes").cpu().numpy().copy()
+        suffix = getattr(self, f"{kind}_suffix").cpu().numpy().copy()
         return CodeTable(codes, suffix, int((suffix != NO_SUFFIX).sum()), 0)
 
     def set_codes(self, kind: EntityKind, table: CodeTable) -> None:
@@ -402,7 +252,7 @@ class ED2(nn.Module):
         """
         latent = self.quantizer(kind).encoder(self.semantic(kind)[rows])
         projection = self.item_projection if kind == "item" else self.user_projection
-        return F.linear(latent - latent.detach(), projection.weight)
+        return F.linear(self.config.latent_pull * (latent - latent.detach()), projection.weight)
 
     def answer_logits(self, hidden: torch.Tensor, kind: EntityKind, table: torch.Tensor | None = None) -> torch.Tensor:
         """(…, 1 + block) logits over END and one kind's index tokens, through the (extended, tied) LM head."""

@@ -178,9 +178,9 @@ class ResidualQuantizer(nn.Module):
         return F.mse_loss(output.reconstruction, vectors) + self.config.commitment_weight * output.commitment()
 
     @torch.no_grad()
-    def restart_dead_codes(self, vectors: torch.Tensor, codes: np.ndarray) -> int:
-        """Move every codeword no entity uses onto the level inputs quantised worst; the number moved."""
-        _, _, inputs = self.quantize(vectors)
+    def restart_dead_codes(self, vectors: torch.Tensor) -> int:
+        """Move every codeword no entity of `vectors` picks onto the level inputs quantised worst; the number moved."""
+        codes, _, inputs = self.quantize(vectors)
         moved = 0
         for level in range(self.config.levels):
             used = np.bincount(codes[:, level], minlength=self.config.codebook_size)

@@ -141,7 +141,7 @@ def ed2_losses(model: ED2, examples: Sequence[ED2Example], nominal_batch: int) -
             answer_kinds.append(example.kind)
             targets.append(target)
     ids, mask = pad_right([sequence[:-1] for sequence in sequences], device)
-    pulls = LatentPulls.of(model, examples, ids.shape) if config.index == "dynamic" and config.latent_pull else None
+    pulls = LatentPulls.of(model, examples, ids.shape) if config.index == "dynamic" and config.latent_pull > 0 else None
     hidden = model.hidden_states(ids, mask, table=table, offsets=None if pulls is None else pulls.offsets)
     picked = hidden[torch.as_tensor([r for r, _ in answer_rows]), torch.as_tensor([c for _, c in answer_rows])]
     kinds = np.asarray(answer_kinds)

@@ -32,7 +32,8 @@ from ml.data.ed2_instructions import item_users, next_item_examples, sample_user
 from ml.data.sequences import SequenceData
 from ml.encoders.device import resolve_device
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
-from ml.models.ed2 import ED2, ED2Config, ED2Vocabulary, EntityKind, build_lm, tiny_lm_config, tiny_vocabulary
+from ml.models.ed2 import ED2, ED2Config
+from ml.models.ed2_backbone import ED2Vocabulary, EntityKind, build_lm, tiny_lm_config, tiny_vocabulary
 from ml.models.residual_quantizer import CodeTable, assign_codes
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
 from ml.train.ed2_loss import ED2Example, ed2_losses, next_item_example, user_example
@@ -118,8 +119,8 @@ def pretrain_quantizers(model: ED2, config: ED2Config) -> dict[str, float]:
             loss.backward()
             optimizer.step()
             if (step + 1) % RESTART_EVERY == 0:
-                restarts += quantizer.restart_dead_codes(vectors, quantizer.quantize(vectors)[0])
-        restarts += quantizer.restart_dead_codes(vectors, quantizer.quantize(vectors)[0])
+                restarts += quantizer.restart_dead_codes(vectors)
+        restarts += quantizer.restart_dead_codes(vectors)
         table = assign_codes(quantizer, vectors)
         model.set_codes(kind, table)
         stats.update({**table_stats(kind, table), f"{kind}_pretrain_restarts": float(restarts)})
@@ -135,7 +136,7 @@ def reassign(model: ED2) -> dict[str, float]:
     for kind in KINDS:
         quantizer, vectors = model.quantizer(kind), model.semantic(kind)
         previous = model.code_table(kind)
-        restarted = quantizer.restart_dead_codes(vectors, quantizer.quantize(vectors)[0])
+        restarted = quantizer.restart_dead_codes(vectors)
         table = assign_codes(quantizer, vectors)
         model.set_codes(kind, table)
         stats.update({**table_stats(kind, table, previous), f"{kind}_codes_restarted": float(restarted)})

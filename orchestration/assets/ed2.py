@@ -17,7 +17,8 @@ from pydantic import Field
 from ml.data.semantic_vectors import SemanticVectors, UserSource, read_llm_semantics
 from ml.data.sequences import SequenceData
 from ml.data.versioned import NoCurrentVersion
-from ml.models.ed2 import Backbone, ED2Config, FineTune, IndexMode, code_tables_csv, load_smollm2
+from ml.models.ed2 import ED2Config, IndexMode, code_tables_csv
+from ml.models.ed2_backbone import Backbone, FineTune, load_smollm2
 from ml.tracking.training_runs import TrainingOutcome
 from ml.train.early_stopping import EpochCallback
 from ml.train.ed2_training import tiny_backbone, train_ed2
@@ -62,8 +63,9 @@ class ED2TrainingConfig(dg.Config):
     reassign_every: int = Field(default=1, description="Epochs between code re-assignments (dynamic index).")
     reassign_every_steps: int | None = Field(default=100, description="Steps between re-assignments instead of "
                                              "epochs: the quick budget is a third of a Beauty epoch (null = epochs).")
-    latent_pull: bool = Field(default=True, description="Dynamic index: the recommendation loss reaches each "
-                              "entity's quantiser latent (straight-through), so re-assignment can move its code.")
+    latent_pull: float = Field(default=1.0, description="Dynamic index: weight of the recommendation loss's gradient "
+                               "on each entity's quantiser latent (straight-through; 0 = off), so re-assignment "
+                               "moves codes with what the recommender learnt.")
     quantizer_pretrain_steps: int = Field(default=300, description="Minibatch RQ-VAE steps before the LM trains.")
     quantizer_lr: float = 1e-3
     index_regulator_weight: float = Field(default=1.0, description="Index-level regulator (0 = off).")

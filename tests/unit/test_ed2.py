@@ -12,10 +12,11 @@ from ml.data.ed2_instructions import PIECES, item_users, next_item_examples, sam
 from ml.data.sequences import SequenceData
 from ml.evaluate.ranking import evaluate_model
 from ml.models.checkpoints import load_checkpoint, save_checkpoint, supports_retrieval
-from ml.models.ed2 import ED2, ED2Config, apply_lora, code_tables_csv, load_smollm2, tiny_vocabulary
+from ml.models.ed2 import ED2, ED2Config, code_tables_csv
+from ml.models.ed2_backbone import apply_lora, load_smollm2, tiny_vocabulary
 from ml.models.residual_quantizer import NO_SUFFIX, CodeTable
 from ml.train.ed2_loss import ed2_losses, next_item_example, user_example
-from ml.train.ed2_training import pretrain_quantizers, tiny_backbone, train_ed2
+from ml.train.ed2_training import pretrain_quantizers, reassign, tiny_backbone, train_ed2
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -186,7 +187,7 @@ def test_latent_pull_changes_no_value_and_gives_the_recommendation_gradient_to_t
     data = _cycle_data()
     task = sample_user_predictions(item_users(data.train, N_ITEMS), 1, 3, np.random.default_rng(0))[0]
     gradients, totals = {}, {}
-    for pull in (True, False):
+    for pull in (1.0, 0.0):
         model = _model(latent_pull=pull, index_regulator_weight=0.0, token_regulator_weight=0.0,
                        commitment_weight=0.0)
         pretrain_quantizers(model, model.config)
@@ -196,10 +197,10 @@ def test_latent_pull_changes_no_value_and_gives_the_recommendation_gradient_to_t
         totals[pull] = float(losses.total.detach())
         gradients[pull] = {kind: torch.cat([p.grad.flatten() for p in model.quantizer(kind).encoder.parameters()])
                            for kind in ("item", "user")}
-    assert totals[True] == pytest.approx(totals[False], rel=1e-6)
+    assert totals[1.0] == pytest.approx(totals[0.0], rel=1e-6)
     for kind in ("item", "user"):
         # Without the pull the encoders learn from the reconstruction alone; the pull adds the NLL's gradient.
-        assert not torch.allclose(gradients[True][kind], gradients[False][kind])
+        assert not torch.allclose(gradients[1.0][kind], gradients[0.0][kind])
 
 
 def test_beam_scores_are_the_constrained_path_log_probabilities() -> None:
@@ -248,6 +249,21 @@ def test_static_index_never_changes_codes_and_dynamic_reassigns() -> None:
     by_steps = train_ed2(data, *semantics, ED2Config(**{**TINY, "max_epochs": 2, "eval_every": 2,
                                                         "reassign_every_steps": 4}))
     assert [record["reassignments"] for record in by_steps.history] == [2, 2]  # before steps 4, 8 and 12, 16
+
+
+def test_reassignment_counts_the_codes_it_changed() -> None:
+    """A table taken before a re-assignment keeps its codes, so the change count is the real one."""
+    model = _model()
+    pretrain_quantizers(model, model.config)
+    before = model.code_table("item")
+    with torch.no_grad():  # swap the first level's codewords pairwise: every entity's first code changes
+        books = model.item_quantizer.codebooks
+        books[0] = books[0][torch.arange(books.shape[1]) ^ 1]
+    stats = reassign(model)
+    after = model.code_table("item")
+    changed = int((before.codes != after.codes).any(axis=1).sum())
+    assert changed > 0 and stats["item_codes_changed"] == changed
+    assert stats["user_codes_changed"] == 0
 
 
 def test_tiny_training_is_deterministic_learns_and_round_trips(tmp_path: Path) -> None:

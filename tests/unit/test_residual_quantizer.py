@@ -88,7 +88,7 @@ def test_dead_codes_are_restarted_on_the_worst_quantised_inputs() -> None:
         quantizer.codebooks[0, 5] = 1e6  # far from everything: no entity picks it
     codes = quantizer.quantize(vectors)[0]
     assert not (codes[:, 0] == 5).any()
-    assert quantizer.restart_dead_codes(vectors, codes) >= 1
+    assert quantizer.restart_dead_codes(vectors) >= 1
     assert float(quantizer.codebooks[0, 5].detach().abs().max()) < 1e3
     assert (quantizer.quantize(vectors)[0][:, 0] == 5).any()
 
