@@ -38,7 +38,7 @@ logger = logging.getLogger("benchmarks.ed2")
 RUNS: dict[str, dict[str, Any]] = {
     "dynamic": {},
     "static": {"index": "static"},
-    "no-latent-pull": {"latent_pull": 0.0},
+    "latent-pull": {"latent_pull": 0.1},
     "no-regulator": {"index_regulator_weight": 0.0, "token_regulator_weight": 0.0},
     "no-index-regulator": {"index_regulator_weight": 0.0},
     "no-token-regulator": {"token_regulator_weight": 0.0},

@@ -197,7 +197,7 @@ def _train_ed2(
     groups = [
         {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in quantizer_ids]},
         {"params": [p for p in model.parameters() if p.requires_grad and id(p) in quantizer_ids],
-         "lr": config.quantizer_lr},
+         "lr": config.quantizer_lr if config.index_lr is None else config.index_lr},
     ]
     optimizer = torch.optim.AdamW([group for group in groups if group["params"]], lr=config.lr,
                                   weight_decay=config.weight_decay)
