@@ -16,7 +16,6 @@ pipeline's checkpoints or MLflow; results go to stdout and, with --out, one JSON
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.training_benchmark import _overrides, trained_split
+from benchmarks.training_benchmark import _overrides, report_run, trained_split
 from ml.data.semantic_vectors import read_llm_semantics
 from ml.evaluate.ranking import evaluate_protocols
 from ml.models.ed2 import ED2
@@ -99,11 +98,7 @@ def main() -> None:
             **single_user_latency(result.model, histories),
             "wall_seconds": round(wall, 1),
         }
-        logger.info("%s", json.dumps({key: record[key] for key in record if key != "config"}))
-        print(json.dumps(record), flush=True)
-        if args.out:
-            with open(args.out, "a") as out:
-                out.write(json.dumps(record) + "\n")
+        report_run(record, args.out, logger)
 
 
 if __name__ == "__main__":

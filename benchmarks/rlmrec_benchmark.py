@@ -23,7 +23,6 @@ one JSON line per run.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.training_benchmark import _overrides, trained_split
+from benchmarks.training_benchmark import _overrides, report_run, trained_split
 from ml.data.semantic_vectors import (
     HISTORY_MEAN_ITEMS,
     SemanticVectors,
@@ -142,11 +141,7 @@ def main() -> None:
             **metrics, "seconds_per_epoch": result.extra["seconds_per_epoch"],
             "wall_seconds": time.perf_counter() - started,
         }
-        logger.info("%s", json.dumps({key: record[key] for key in record if key != "config"}))
-        print(json.dumps(record), flush=True)
-        if args.out:
-            with open(args.out, "a") as out:
-                out.write(json.dumps(record) + "\n")
+        report_run(record, args.out, logger)
 
 
 if __name__ == "__main__":

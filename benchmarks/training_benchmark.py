@@ -102,6 +102,15 @@ def warehouse_path() -> str:
     return os.environ.get(WAREHOUSE_ENV, str(data_dir() / "warehouse" / "llmrec.duckdb"))
 
 
+def report_run(record: dict[str, Any], out: str | None, log: logging.Logger) -> None:
+    """One run's record: logged without its config, printed as a JSON line, and appended to `out` when given."""
+    log.info("%s", json.dumps({key: value for key, value in record.items() if key != "config"}))
+    print(json.dumps(record), flush=True)
+    if out:
+        with open(out, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
 def trained_split(dataset: str, threads: int | None) -> SequenceData:
     """Set up a benchmark over trained checkpoints: INFO logs to stderr, torch threads, the warehouse's split."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.models.eager import EAGER, EAGERConfig, StreamCodes
 from ml.train.eager_loss import eager_losses
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
+from ml.train.results import TrainingResult
 from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
 from ml.train.schedules import warmup_constant_schedule
 
@@ -33,14 +34,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class EAGERResult:
+class EAGERResult(TrainingResult[EAGER, EAGERConfig]):
     """A trained EAGER (eval mode, best validation weights) and how training went."""
-
-    model: EAGER
-    config: EAGERConfig
-    best_epoch: int
-    best_valid: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def next_item_examples(train: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:

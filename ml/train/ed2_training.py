@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from ml.models.ed2_backbone import ED2Vocabulary, EntityKind, build_lm, tiny_lm_
 from ml.models.residual_quantizer import CodeTable, assign_codes
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
 from ml.train.ed2_loss import ED2Example, ed2_losses, next_item_example, user_example
+from ml.train.results import TrainingResult
 from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
 from ml.train.schedules import warmup_constant_schedule
 
@@ -50,15 +51,8 @@ BackboneFactory = Callable[[ED2Config], tuple[torch.nn.Module, ED2Vocabulary, di
 
 
 @dataclass
-class ED2Result:
+class ED2Result(TrainingResult[ED2, ED2Config]):
     """A trained ED2 (eval mode, best validation weights and code tables) and how training went."""
-
-    model: ED2
-    config: ED2Config
-    best_epoch: int
-    best_valid: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def tiny_backbone(config: ED2Config) -> tuple[torch.nn.Module, ED2Vocabulary, dict[str, Any]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.models.learn import LEARN, LEARNConfig, right_pad
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
 from ml.train.learn_loss import LEARNExample, dense_all_action_loss, make_example
+from ml.train.results import TrainingResult
 from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
 from ml.train.schedules import cosine_schedule
 
@@ -33,14 +34,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class LEARNResult:
+class LEARNResult(TrainingResult[LEARN, LEARNConfig]):
     """A trained LEARN (eval mode, best validation weights) and how training went."""
-
-    model: LEARN
-    config: LEARNConfig
-    best_epoch: int
-    best_valid: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
 
     @torch.no_grad()
     def item_embeddings(self) -> np.ndarray:

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,21 +33,16 @@ from ml.evaluate.slices import item_train_counts
 from ml.models.sasrec import SASRec, SASRecConfig, log_popularity
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
 from ml.train.popularity_adjustment import choose_popularity_adjustment
+from ml.train.results import TrainingResult
 from ml.train.schedules import constant_schedule, cosine_schedule
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SASRecResult:
-    """A trained SASRec (eval mode, best validation weights) and how training went."""
-
-    model: SASRec  # or a subclass, e.g. ContentSASRec
-    config: SASRecConfig
-    best_epoch: int
-    best_valid: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # facts for the checkpoint manifest (popularity adjustment)
+class SASRecResult(TrainingResult[SASRec, SASRecConfig]):
+    """A trained SASRec, or a subclass such as ContentSASRec (eval mode, best validation weights), and how training
+    went; `extra` holds the popularity adjustment's facts."""
 
     def item_embeddings(self) -> np.ndarray:
         """(n_items, hidden_dim) float32 item embeddings; row i is item index i + 1 (padding row dropped)."""
