@@ -5,7 +5,9 @@ answer (the target entity's index tokens and END); the NLL is summed over answer
 by the nominal batch size, so every answer token weighs the same whatever batch (and bucket) it
 lands in. The quantisers' own losses (reconstruction + commitment) and the token-level regulator
 run over the batch's distinct target entities, only while the index is dynamic (a static index is
-frozen); the index-level regulator trains the backbone under both index modes.
+frozen); the index-level regulator trains the backbone under both index modes. With `latent_pull` > 0
+(dynamic index) each spliced or answering entity's index tokens also carry its latent pull
+(`ED2.latent_pull`: zero-valued, straight-through), laid out by the prompts' entity spans.
 """
 
 from __future__ import annotations
