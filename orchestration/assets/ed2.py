@@ -62,7 +62,7 @@ class ED2TrainingConfig(dg.Config):
                              "codes re-assigned; static = quantisers pre-trained, then frozen (ablation).")
     reassign_every: int = Field(default=1, description="Epochs between code re-assignments (dynamic index).")
     reassign_every_steps: int | None = Field(default=100, description="Steps between re-assignments instead of "
-                                             "epochs: the quick budget is a third of a Beauty epoch (null = epochs).")
+                                             "epochs: the quick budget is a quarter of a Beauty epoch (null = epochs).")
     latent_pull: float = Field(default=0.0, description="Dynamic index: weight of the recommendation loss's gradient "
                                "on each entity's quantiser latent (straight-through; 0 = off, the default: 1 "
                                "collapsed the index and 0.1 scored lower on movielens).")
