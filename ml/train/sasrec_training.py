@@ -31,6 +31,7 @@ from ml.encoders.device import resolve_device
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.evaluate.slices import item_train_counts
 from ml.models.sasrec import SASRec, SASRecConfig, log_popularity
+from ml.train.full_softmax import full_softmax_cross_entropy
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
 from ml.train.popularity_adjustment import choose_popularity_adjustment
 from ml.train.results import TrainingResult
@@ -137,10 +138,8 @@ def batch_loss(
     real = targets != 0
     table = model.item_table()  # built once per batch (a content-fused table is a matrix product)
     hidden = model.encode(inputs, table)[real]
-    logits = model.item_logits(hidden, table)
-    if logit_offset is not None:
-        logits = logits + logit_offset
-    summed = F.cross_entropy(logits, targets[real] - 1, reduction="sum")
+    # `model.item_logits` fused with the cross-entropy (rows 1.. of the table are the real items).
+    summed = full_softmax_cross_entropy(hidden, table[1:], targets[real] - 1, logit_offset)
     return summed / positions_per_batch, int(real.sum())
 
 
