@@ -164,3 +164,14 @@ def select_best(
         if report.valid[metric] > best.valid[metric]:
             best = report
     return best
+
+
+def epoch_table_markdown(history: list[dict[str, float]]) -> str:
+    """A Markdown table of a training history: epoch, loss, validation recall@10 and NDCG@10, seconds."""
+    lines = ["| epoch | loss | valid recall@10 | valid ndcg@10 | seconds |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {int(r['epoch'])} | {r['loss']:.4f} | {r.get('valid_recall@10', float('nan')):.4f} | "
+        f"{r.get('valid_ndcg@10', float('nan')):.4f} | {r['seconds']:.1f} |"
+        for r in history
+    ]
+    return "\n".join(lines)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ml.data.sequences import SequenceData
 from ml.data.versioned import VersionedFolder, sha256_file, write_json
 from ml.models.blend import BlendConfig, ScoreBlend
 from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
@@ -311,3 +312,9 @@ def history_encoder(checkpoint: Checkpoint) -> Callable[[list[str]], np.ndarray]
         return user_vectors(model, [np.array([rows[item] for item in history], dtype=np.int64)])[0]
 
     return encode
+
+
+def check_user_rows(info: dict[str, Any], data: SequenceData, name: str) -> None:
+    """Refuse a model that keeps state per user row (graph CF, ED2) trained on another user list: other users."""
+    if info.get("user_ids_digest") != data.user_ids_digest():
+        raise ValueError(f"{name} was trained on another user list than the current {data.dataset} split; retrain it")

@@ -54,7 +54,7 @@ class _FullSoftmaxCrossEntropy(torch.autograd.Function):
 
 def full_softmax_cross_entropy(hidden: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
                                offset: torch.Tensor | None = None) -> torch.Tensor:
-    """Summed cross-entropy of `targets` (positions,) under softmax over every item: logits = hidden @ items.T (+ offset).
+    """Summed cross-entropy of `targets` (positions,) under a softmax over all items, logits hidden @ items.T.
 
     Equals `F.cross_entropy(hidden @ items.T + offset, targets, reduction="sum")` in value and
     gradients (up to float rounding); `offset` (n_items,) is a constant (no gradient). First-order only:

@@ -24,15 +24,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ml.data.sequences import SequenceData
 from ml.encoders.device import resolve_device
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.evaluate.slices import item_train_counts
 from ml.models.sasrec import SASRec, SASRecConfig, log_popularity
-from ml.train.full_softmax import full_softmax_cross_entropy
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
+from ml.train.full_softmax import full_softmax_cross_entropy
 from ml.train.popularity_adjustment import choose_popularity_adjustment
 from ml.train.results import TrainingResult
 from ml.train.schedules import constant_schedule, cosine_schedule

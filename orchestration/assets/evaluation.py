@@ -40,7 +40,7 @@ from ml.evaluate.report import (
 )
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
 from ml.models.blend import ScoreBlend
-from ml.models.checkpoints import load_checkpoint, supports_retrieval
+from ml.models.checkpoints import check_user_rows, load_checkpoint, supports_retrieval
 from ml.models.eager import EAGER as EAGERModel
 from ml.models.ed2 import ED2
 from ml.models.graph_cf import GraphCFRecommender
@@ -52,7 +52,6 @@ from orchestration.assets.ed2 import ED2_MODEL, ed2_model
 from orchestration.assets.generative import EAGER, eager_model
 from orchestration.assets.graph_cf import (
     GRAPH_CF_MODELS,
-    check_user_rows,
     graph_cf_model,
     rlmrec_con_model,
     rlmrec_gen_model,

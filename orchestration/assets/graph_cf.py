@@ -85,12 +85,6 @@ def read_semantics(artifacts: ArtifactStoreResource, data: SequenceData, source:
                          ) from missing
 
 
-def check_user_rows(info: dict[str, Any], data: SequenceData, name: str) -> None:
-    """Refuse a model that keeps state per user row (graph CF, ED2) trained on another user list: other users."""
-    if info.get("user_ids_digest") != data.user_ids_digest():
-        raise ValueError(f"{name} was trained on another user list than the current {data.dataset} split; retrain it")
-
-
 def _train_graph_variant(
     context: dg.AssetExecutionContext, config: GraphCFTrainingConfig, warehouse: WarehouseResource,
     artifacts: ArtifactStoreResource, mlflow: MlflowResource, name: str, variant: Variant,

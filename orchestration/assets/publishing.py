@@ -18,11 +18,10 @@ from pydantic import Field
 from ml.data.sequences import load_sequences
 from ml.index.build import IndexConfig
 from ml.index.publish import publish_index
-from ml.models.checkpoints import item_vectors, load_checkpoint, supports_retrieval, user_vectors
+from ml.models.checkpoints import check_user_rows, item_vectors, load_checkpoint, supports_retrieval, user_vectors
 from ml.models.graph_cf import GraphCFRecommender
 from ml.tracking.mlflow_store import promote_champion
 from orchestration.assets.evaluation import model_evaluation, read_results
-from orchestration.assets.graph_cf import check_user_rows
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
 

@@ -20,7 +20,7 @@ from ml.data.embedding_store import StoredEmbeddings, read_item_content
 from ml.data.sequences import SequenceData, load_sequences
 from ml.data.versioned import NoCurrentVersion
 from ml.evaluate.ranking import evaluate_model
-from ml.evaluate.report import png_markdown
+from ml.evaluate.report import epoch_table_markdown, png_markdown
 from ml.models.content_sasrec import ContentSASRecConfig, Fusion
 from ml.models.learn import LEARNConfig, TargetSpan
 from ml.models.popularity import PopularityModel
@@ -178,16 +178,6 @@ class LEARNTrainingConfig(dg.Config):
         return LEARNConfig(**self.model_dump(exclude={"content"}))
 
 
-def _epoch_table(history: list[dict[str, float]]) -> str:
-    lines = ["| epoch | loss | valid recall@10 | valid ndcg@10 | seconds |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {int(r['epoch'])} | {r['loss']:.4f} | {r.get('valid_recall@10', float('nan')):.4f} | "
-        f"{r.get('valid_ndcg@10', float('nan')):.4f} | {r['seconds']:.1f} |"
-        for r in history
-    ]
-    return "\n".join(lines)
-
-
 def train_tracked(
     context: dg.AssetExecutionContext, mlflow: MlflowResource, artifacts: ArtifactStoreResource,
     data: SequenceData, name: str, params: dict[str, Any], train: Callable[[EpochCallback], TrainingOutcome],
@@ -207,7 +197,7 @@ def train_tracked(
         **{f"valid_{metric}": round(value, 5) for metric, value in outcome.best_valid.items()},
     }
     if run.curve_png is not None:
-        metadata["training_curve"] = dg.MetadataValue.md(_epoch_table(outcome.history))
+        metadata["training_curve"] = dg.MetadataValue.md(epoch_table_markdown(outcome.history))
         metadata["training_plot"] = dg.MetadataValue.md(png_markdown(run.curve_png, f"{name} validation curve"))
     return dg.MaterializeResult(metadata=metadata)
 

@@ -361,3 +361,17 @@ def test_training_is_bit_identical_on_two_threads() -> None:
         torch.set_num_threads(threads)
     assert all(torch.equal(first[key], second[key]) for key in first)
     assert not torch.are_deterministic_algorithms_enabled()  # the setting is restored after training
+
+
+def test_index_capacity_fails_fast_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    from ml.models.ed2 import check_index_capacity
+
+    with pytest.raises(ValueError, match="cannot hold 300 users"):
+        check_index_capacity("user", 300, levels=2, codebook_size=4)  # 16 codes x 5 suffixes = 80
+    with caplog.at_level("WARNING", logger="ml.models.ed2"):
+        check_index_capacity("user", 22_363, levels=2, codebook_size=64)
+    assert "codebook_size >= 150" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ml.models.ed2"):
+        check_index_capacity("user", 22_363, levels=4, codebook_size=64)
+    assert caplog.text == ""
