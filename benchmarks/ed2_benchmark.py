@@ -91,6 +91,9 @@ def main() -> None:
             "eval_seconds": round(sum(record.get("eval_seconds", 0.0) for record in history), 1),
             "seconds_per_step": round(sum(r["seconds"] for r in history) / max(1.0, sum(r["steps"] for r in history)),
                                       3),
+            "valid_curve": [{"steps": int(sum(r["steps"] for r in history[:place + 1])),
+                             "recall@10": round(r["valid_recall@10"], 5), "ndcg@10": round(r["valid_ndcg@10"], 5)}
+                            for place, r in enumerate(history) if "valid_ndcg@10" in r],
             "index": {key: value for key, value in result.extra.items()},
             "codes_changed": [{key: value for key, value in record.items() if key.endswith(("changed", "moved",
                                                                                          "collided"))}

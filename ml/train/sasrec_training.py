@@ -31,7 +31,7 @@ from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.evaluate.slices import item_train_counts
 from ml.models.sasrec import SASRec, SASRecConfig, log_popularity
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
-from ml.train.full_softmax import full_softmax_cross_entropy
+from ml.train.full_softmax import LogitBuffer, full_softmax_cross_entropy
 from ml.train.popularity_adjustment import choose_popularity_adjustment
 from ml.train.results import TrainingResult
 from ml.train.schedules import constant_schedule, cosine_schedule
@@ -123,13 +123,13 @@ def batches_per_epoch(n_rows: int, batch_size: int, bucket_batches: int = 32) ->
 
 def batch_loss(
     model: SASRec, inputs: torch.Tensor, targets: torch.Tensor, positions_per_batch: float,
-    logit_offset: torch.Tensor | None = None,
+    logit_offset: torch.Tensor | None = None, logit_buffer: LogitBuffer | None = None,
 ) -> tuple[torch.Tensor, int]:
     """(summed cross-entropy of the batch's real positions / positions_per_batch, number of real positions).
 
     Dividing by the epoch's mean positions per batch rather than this batch's own count weights every
     real position of the epoch the same, however the batches were cut. `logit_offset` (n_items,) is added
-    to the training logits only (a logit-adjusted loss).
+    to the training logits only (a logit-adjusted loss); `logit_buffer` is reused for the logits.
     """
     # Drop the columns that are padding in every row of this batch (outputs do not depend on them).
     width = max(1, int((targets != 0).sum(dim=1).max()))
@@ -138,7 +138,7 @@ def batch_loss(
     table = model.item_table()  # built once per batch (a content-fused table is a matrix product)
     hidden = model.encode(inputs, table)[real]
     # `model.item_logits` fused with the cross-entropy (rows 1.. of the table are the real items).
-    summed = full_softmax_cross_entropy(hidden, table[1:], targets[real] - 1, logit_offset)
+    summed = full_softmax_cross_entropy(hidden, table[1:], targets[real] - 1, logit_offset, logit_buffer)
     return summed / positions_per_batch, int(real.sum())
 
 
@@ -158,9 +158,10 @@ def _train_epoch(
     batches = epoch_batches(lengths, config, generator)
     positions_per_batch = float(lengths.sum()) / len(batches)
     total_loss, total_positions = 0.0, 0
+    logit_buffer = LogitBuffer()
     for rows in batches:
         divisor = positions_per_batch if config.loss_weighting == "position" else float(lengths[rows].sum())
-        loss, positions = batch_loss(model, inputs[rows], targets[rows], divisor, logit_offset)
+        loss, positions = batch_loss(model, inputs[rows], targets[rows], divisor, logit_offset, logit_buffer)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

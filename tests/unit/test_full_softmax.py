@@ -58,3 +58,24 @@ def test_shapes_are_checked() -> None:
         full_softmax_cross_entropy(hidden, table, targets, offset[:-1])
     with pytest.raises(ValueError, match="must be"):
         full_softmax_cross_entropy(hidden, table[:, :-1], targets)
+
+
+def test_a_reused_logit_buffer_gives_the_same_loss_and_guards_earlier_batches() -> None:
+    from ml.train.full_softmax import LogitBuffer
+
+    buffer = LogitBuffer()
+    hidden, table, targets, offset = _inputs(4)
+    plain = full_softmax_cross_entropy(hidden, table, targets, offset)
+    first = full_softmax_cross_entropy(hidden, table, targets, offset, buffer)
+    torch.testing.assert_close(first, plain)
+    first.backward()  # its own backward, before the buffer is reused: fine
+    grads = hidden.grad.clone()
+    hidden.grad = table.grad = None
+    plain.backward()
+    torch.testing.assert_close(grads, hidden.grad)
+    # A smaller second batch reuses the first one's buffer; the first batch's saved softmax is then gone.
+    earlier = full_softmax_cross_entropy(hidden, table, targets, offset, buffer)
+    later = full_softmax_cross_entropy(hidden[:20], table, targets[:20], offset, buffer)
+    later.backward()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        earlier.backward()
