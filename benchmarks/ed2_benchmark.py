@@ -42,6 +42,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "no-index-regulator": {"index_regulator_weight": 0.0},
     "no-token-regulator": {"token_regulator_weight": 0.0},
     "no-user-task": {"user_task_ratio": 0.0},
+    "user-task-0.1": {"user_task_ratio": 0.1},
     "m2": {"levels": 2},
     "m3": {"levels": 3},
 }
