@@ -139,3 +139,20 @@ def test_popularity_counts_training_items_and_never_ranks_padding() -> None:
     assert scores[0, 1:].tolist() == [3.0, 1.0, 1.0, 0.0]
     with pytest.raises(ValueError, match="outside 1..4"):
         PopularityModel.fit([np.array([5])], 4)
+
+
+def test_check_user_rows_refuses_a_model_trained_on_another_user_list() -> None:
+    from ml.data.sequences import SequenceData
+    from ml.models.checkpoints import check_user_rows
+
+    def split(users: list[str]) -> SequenceData:
+        return SequenceData(dataset="toy", item_ids=["a", "b"], user_ids=users,
+                            train=[np.array([1, 2])] * len(users), valid_targets=np.ones(len(users), dtype=np.int64),
+                            test_targets=np.full(len(users), 2, dtype=np.int64))
+
+    trained_on = split(["u1", "u2"])
+    check_user_rows({"user_ids_digest": trained_on.user_ids_digest()}, split(["u1", "u2"]), "graph_cf")
+    with pytest.raises(ValueError, match="graph_cf was trained on another user list"):
+        check_user_rows({"user_ids_digest": trained_on.user_ids_digest()}, split(["u1", "u3"]), "graph_cf")
+    with pytest.raises(ValueError, match="another user list"):
+        check_user_rows({}, split(["u1", "u2"]), "ed2")  # a manifest without the digest is refused too
