@@ -14,6 +14,8 @@ export DO_NOT_TRACK ?= 1
 DATASET ?=
 # Empty = the quick CPU training defaults; PRESET=converged trains until validation stalls.
 PRESET ?=
+# Empty = no overrides; a Dagster run config YAML (the launchpad's format) laid over the preset.
+CONFIG ?=
 # Empty = every asset; e.g. SELECT="blend_model model_evaluation published_index" re-runs only those.
 SELECT ?=
 
@@ -49,11 +51,11 @@ prepare: install
 
 # Main job: materialize the whole asset graph for one dataset and print where the results are.
 run: prepare
-	$(BIN)/python -m orchestration.cli run $(if $(DATASET),--dataset $(DATASET)) $(if $(PRESET),--preset $(PRESET)) $(if $(QUICK),--quick-assets $(QUICK)) $(if $(SELECT),--select $(SELECT))
+	$(BIN)/python -m orchestration.cli run $(if $(DATASET),--dataset $(DATASET)) $(if $(PRESET),--preset $(PRESET)) $(if $(QUICK),--quick-assets $(QUICK)) $(if $(SELECT),--select $(SELECT)) $(if $(CONFIG),--config $(CONFIG))
 
 # Backfill: the whole graph for every registered dataset, one partition after another.
 backfill: prepare
-	$(BIN)/python -m orchestration.cli backfill
+	$(BIN)/python -m orchestration.cli backfill $(if $(PRESET),--preset $(PRESET)) $(if $(CONFIG),--config $(CONFIG))
 
 # The Dagster UI (webserver + daemon for schedules, sensors and backfills) on http://127.0.0.1:3000.
 dev: prepare

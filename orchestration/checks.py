@@ -54,7 +54,7 @@ def gx_raw_events(
         min_timestamp_s=settings.min_timestamp_s,
         max_timestamp_s=settings.max_timestamp_s,
         max_quarantine_rate=settings.max_quarantine_rate,
-        has_timestamps=config.events.columns.timestamp is not None,
+        has_timestamps=config.has_timestamps,
     )
     return _check_result(validate_ingested_events(events, quarantined, thresholds))
 

@@ -13,8 +13,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import yaml
 
 from ml.data.registry import load_registry
 from ml.data.versioned import NoCurrentVersion
@@ -24,7 +27,7 @@ from ml.index.recommend import load_current, recommend
 from ml.models.checkpoints import history_encoder, load_checkpoint
 from ml.train.presets import TRAINING_PRESETS, preset_run_config
 from orchestration.assets.evaluation import RESULTS_FILE
-from orchestration.assets.summary import HEADLINE_COLUMNS
+from orchestration.assets.summary import HEADLINE_COLUMNS, headline_value
 from orchestration.definitions import defs
 from orchestration.resources import WAREHOUSE_ENV, data_dir, mlflow_dir, registry_path
 
@@ -38,12 +41,37 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
 
+def merge_run_config(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` laid over `base`, mapping by mapping (an override's scalar or list replaces the base's)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_run_config(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_run_config(path: Path) -> dict[str, Any]:
+    """A Dagster run config file (YAML, as the launchpad takes it), checked to be a mapping."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise SystemExit(f"--config {path}: {error}") from error
+    if not isinstance(document, dict):
+        raise SystemExit(f"--config {path}: expected a mapping such as {{ops: {{<asset>: {{config: ...}}}}}}")
+    return document
+
+
 def run_partition(job_name: str, dataset: str, instance: dg.DagsterInstance, preset: str = "quick",
-                  keep_quick: Sequence[str] = (), select: Sequence[str] = ()) -> bool:
+                  keep_quick: Sequence[str] = (), select: Sequence[str] = (),
+                  overrides: dict[str, Any] | None = None) -> bool:
     """Execute a job for one dataset partition in process (training `preset`, `keep_quick` assets at the
-    quick defaults, only the `select` assets when given); True when every step succeeded."""
+    quick defaults, `overrides` run config laid over them, only the `select` assets when given); True when
+    every step succeeded."""
     job = defs.resolve_job_def(job_name)
     run_config = preset_run_config(preset, keep_quick) if job_name == "full_pipeline_job" else {}
+    run_config = merge_run_config(run_config, overrides or {})
     selection = None
     if select:
         known = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
@@ -52,7 +80,8 @@ def run_partition(job_name: str, dataset: str, instance: dg.DagsterInstance, pre
             raise SystemExit(f"--select: {unknown} are not assets of {job_name}; known: {sorted(known)}")
         selection = [dg.AssetKey.from_user_string(name) for name in select]
         # Dagster refuses config for ops outside the selection.
-        run_config = {"ops": {op: config for op, config in run_config.get("ops", {}).items() if op in select}}
+        run_config = {**run_config,
+                      "ops": {op: config for op, config in run_config.get("ops", {}).items() if op in select}}
     tags = {"training_preset": preset, **({"quick_assets": ",".join(keep_quick)} if keep_quick else {}),
             **({"selected_assets": ",".join(select)} if select else {})}
     result = job.execute_in_process(run_config=run_config, partition_key=dataset, instance=instance,
@@ -80,7 +109,7 @@ def print_results(dataset: str) -> None:
              f"  checkpoints: {data_dir() / 'checkpoints' / dataset}",
              f"  MLflow: mlflow ui --backend-store-uri sqlite:///{mlflow_dir() / 'mlflow.db'}"]
     if row:
-        lines += [f"  {name}: {value}" for name, value in zip(HEADLINE_COLUMNS, row, strict=True)]
+        lines += [f"  {name}: {headline_value(value)}" for name, value in zip(HEADLINE_COLUMNS, row, strict=True)]
     results = data_dir() / "results" / dataset / RESULTS_FILE
     if results.is_file():
         evaluation = json.loads(results.read_text())
@@ -126,8 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="materialize the whole graph for one dataset")
     run.add_argument("--dataset", default=registry.default_dataset, choices=registry.names)
     run.add_argument("--job", default="full_pipeline_job", choices=JOB_NAMES)
-    run.add_argument("--preset", default="quick", choices=sorted(TRAINING_PRESETS),
-                     help="training settings: quick (the CPU defaults) or converged (train until validation stalls)")
     run.add_argument("--quick-assets", nargs="+", default=[], choices=sorted(TRAINING_PRESETS["converged"]),
                      help="training assets that keep the quick defaults under --preset (eager_model, "
                           "ed2_model: their converged presets take hours on CPU)")
@@ -137,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     backfill = commands.add_parser("backfill", help="materialize the whole graph for several datasets")
     backfill.add_argument("--datasets", nargs="*", default=registry.names, choices=registry.names)
     backfill.add_argument("--job", default="full_pipeline_job", choices=JOB_NAMES)
+    for command in (run, backfill):
+        command.add_argument("--preset", default="quick", choices=sorted(TRAINING_PRESETS),
+                             help="training settings: quick (the CPU defaults) or converged (train until "
+                                  "validation stalls)")
+        command.add_argument("--config", type=Path, default=None, metavar="YAML",
+                             help="Dagster run config laid over the preset (the launchpad's format), e.g. "
+                                  "{ops: {item_profiles: {config: {max_new_profiles: 64}}}}")
     rec = commands.add_parser("recommend", help="top-k items from the current index for a user or a history")
     rec.add_argument("--dataset", default=registry.default_dataset, choices=registry.names)
     who = rec.add_mutually_exclusive_group(required=True)
@@ -158,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
 
     datasets = [args.dataset] if args.command == "run" else args.datasets
     instance = _instance()
-    preset = getattr(args, "preset", "quick")
+    preset = args.preset
     keep_quick = getattr(args, "quick_assets", [])
     select = getattr(args, "select", [])
+    overrides = load_run_config(args.config) if args.config else {}
     failed = [dataset for dataset in datasets
-              if not run_partition(args.job, dataset, instance, preset, keep_quick, select)]
+              if not run_partition(args.job, dataset, instance, preset, keep_quick, select, overrides)]
     for dataset in datasets:
         if dataset not in failed:
             print_results(dataset)

@@ -125,6 +125,44 @@ class DatasetConfig(_Strict):
     items: ItemSource | None = None
     settings: DatasetSettings = DatasetSettings()
 
+    @model_validator(mode="after")
+    def _rating_filter_needs_ratings(self) -> DatasetConfig:
+        if self.settings.min_rating is not None and self.events.columns.rating is None:
+            raise ValueError("settings.min_rating is set but events.columns maps no rating: every event would "
+                             "be filtered out; map the rating column or drop min_rating")
+        return self
+
+    @property
+    def has_timestamps(self) -> bool:
+        """Whether the log maps a timestamp (without one: file or event-id order, no sessions)."""
+        return self.events.columns.timestamp is not None
+
+    @property
+    def has_ratings(self) -> bool:
+        """Whether the log maps a rating."""
+        return self.events.columns.rating is not None
+
+    @property
+    def has_item_text(self) -> bool:
+        """Whether a catalog maps any text field (without one every item's text is "Item <id>")."""
+        if self.items is None:
+            return False
+        columns = self.items.columns
+        text_fields = (columns.title, columns.description, columns.categories, columns.brand)
+        return any(field is not None for field in text_fields) or bool(self.items.attribute_columns)
+
+    def skipped_for_missing_fields(self) -> dict[str, str]:
+        """What the pipeline leaves out for this dataset, keyed by the missing field, for asset metadata."""
+        skipped: dict[str, str] = {}
+        if not self.has_timestamps:
+            skipped["timestamp"] = ("sequences in event-id or file order; no sessions, no first/last event "
+                                    "time, no time-based figures")
+        if not self.has_ratings:
+            skipped["rating"] = "no rating filter; interactions are implicit"
+        if not self.has_item_text:
+            skipped["item_text"] = "item texts, prompts and text embeddings use 'Item <id>'"
+        return skipped
+
     def resolve(self, base_dir: Path, relative: str) -> Path:
         """Absolute path of a registry path (relative paths are relative to the registry's folder)."""
         path = Path(relative)

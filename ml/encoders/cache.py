@@ -118,6 +118,8 @@ def fill_cache(
 
 def read_cached(con: duckdb.DuckDBPyConnection, encoder: TextEncoder, texts: Sequence[str]) -> np.ndarray:
     """(len(texts), dim) cached vectors of `texts`, in order; a ValueError if any text is not cached yet."""
+    if not texts:  # e.g. no user has a profile yet: an empty (0, dim) matrix, not a reshape error
+        return np.zeros((0, encoder.dim), dtype=np.float32)
     hashes = [text_hash(text) for text in texts]
     con.register("_order", pa.table({"position": list(range(len(hashes))), "text_hash": hashes}))
     try:

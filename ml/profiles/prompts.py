@@ -81,6 +81,27 @@ class ItemFacts:
     attributes: dict[str, str] = field(default_factory=dict)
 
 
+def has_item_evidence(item: ItemFacts, train: Iterable[Interaction]) -> bool:
+    """Whether an item prompt would tell the LLM anything beyond the item's id: a text field or a review.
+
+    A dataset without item text or reviews gives prompts of a bare id; a profile of one is invented,
+    so such items are skipped (counted in the asset's metadata) and keep their catalog-text fallback.
+    """
+    has_text = bool(item.title or item.description or item.brand or item.categories or item.attributes)
+    return has_text or any(row.review_text and row.review_text.strip() for row in train)
+
+
+def has_user_evidence(
+    train: Iterable[Interaction], items: dict[str, ItemFacts], item_profiles: dict[str, str]
+) -> bool:
+    """Whether a user prompt would carry more than item ids: a title, an item profile or a review."""
+    return any(
+        (row.review_text and row.review_text.strip()) or row.item_id in item_profiles
+        or (row.item_id in items and has_item_evidence(items[row.item_id], ()))
+        for row in train
+    )
+
+
 def train_only(interactions: Iterable[Interaction]) -> list[Interaction]:
     """The interactions, after checking every one is a training interaction."""
     rows = list(interactions)

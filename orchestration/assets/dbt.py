@@ -22,7 +22,7 @@ def dbt_vars(dataset: DatasetConfig) -> dict[str, Any]:
         "session_gap_minutes": settings.session_gap_minutes,
         "min_rating": settings.min_rating,
         # A log without timestamps has NULL timestamps and sessions; the not-null tests on them stand down.
-        "has_timestamps": dataset.events.columns.timestamp is not None,
+        "has_timestamps": dataset.has_timestamps,
     }
 
 

@@ -21,7 +21,13 @@ from ml.data.warehouse import replace_dataset_rows
 from ml.profiles.cache import ProfileKey, current_profiles
 from ml.profiles.generate import GenerationStats, generate_profiles
 from ml.profiles.inputs import load_profile_inputs
-from ml.profiles.prompts import ChatPrompt, build_item_prompt, build_user_prompt
+from ml.profiles.prompts import (
+    ChatPrompt,
+    build_item_prompt,
+    build_user_prompt,
+    has_item_evidence,
+    has_user_evidence,
+)
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, LLMResource, WarehouseResource
@@ -81,8 +87,12 @@ def published_summaries(con: duckdb.DuckDBPyConnection, kind: Literal["item", "u
 def _generate_and_publish(
     warehouse: WarehouseResource, kind: Literal["item", "user"], dataset: str, prompts: dict[str, ChatPrompt],
     config: ProfileGenerationConfig, llm: LLMResource, artifacts: ArtifactStoreResource, log: logging.Logger,
+    entities: int,
 ) -> dict[str, object]:
-    """Generate what the cache lacks within the budget, publish the current profiles, return the asset metadata."""
+    """Generate what the cache lacks within the budget, publish the current profiles, return the asset metadata.
+
+    `entities` counts every item or user, the ones skipped for want of evidence (no prompt) included.
+    """
     with llm.open_backend(artifacts.model_cache_dir()) as backend:
         # The warehouse is opened per batch, not held through generation (minutes to hours).
         stats = generate_profiles(warehouse.connect, backend, dataset, kind, prompts, config.max_new_profiles,
@@ -91,11 +101,11 @@ def _generate_and_publish(
     with warehouse.connect() as con:
         profiles = _publish_profiles(con, kind, dataset, model_id, prompts)
     log.info("%s profiles for %s: %d/%d (%s)", kind, dataset, len(profiles), len(prompts), stats)
-    return _profile_metadata(stats, profiles, prompts, model_id)
+    return _profile_metadata(stats, profiles, prompts, model_id, entities)
 
 
 def _profile_metadata(
-    stats: GenerationStats, profiles: dict[str, str], prompts: dict[str, ChatPrompt], model_id: str
+    stats: GenerationStats, profiles: dict[str, str], prompts: dict[str, ChatPrompt], model_id: str, entities: int
 ) -> dict[str, object]:
     """Counts, coverage, throughput and one sample (prompt and profile) for the UI."""
     sample = next((entity for entity in prompts if entity in profiles), None)
@@ -105,8 +115,9 @@ def _profile_metadata(
     )
     return {
         "dagster/row_count": len(profiles),
-        "entities": len(prompts),
-        "coverage": len(profiles) / len(prompts) if prompts else 0.0,
+        "entities": entities,
+        "prompted_entities": len(prompts),
+        "coverage": len(profiles) / entities if entities else 0.0,
         "model_id": model_id,
         "generated_this_run": stats.generated,
         "succeeded_this_run": stats.succeeded,
@@ -134,12 +145,19 @@ def item_profiles(
     dataset = context.partition_key
     with warehouse.connect(read_only=True) as con:
         inputs = load_profile_inputs(con, dataset)
+    ranked = inputs.items_by_popularity()
     prompts = {
         item: build_item_prompt(inputs.items[item], inputs.train_by_item.get(item, []), config.max_reviews,
                                 config.seed)
-        for item in inputs.items_by_popularity()
+        for item in ranked if has_item_evidence(inputs.items[item], inputs.train_by_item.get(item, []))
     }
-    metadata = _generate_and_publish(warehouse, "item", dataset, prompts, config, llm, artifacts, context.log)
+    skipped = len(ranked) - len(prompts)
+    if skipped:
+        context.log.info("%d of %d items have no text and no reviews: no profile (catalog-text fallback)",
+                         skipped, len(ranked))
+    metadata = _generate_and_publish(warehouse, "item", dataset, prompts, config, llm, artifacts, context.log,
+                                     entities=len(ranked))
+    metadata["skipped_without_text_or_reviews"] = skipped
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -162,7 +180,14 @@ def user_profiles(
     prompts = {
         user: build_user_prompt(user, rows, inputs.items, item_summaries, config.max_items, config.seed)
         for user, rows in sorted(inputs.train_by_user.items())
+        if has_user_evidence(rows, inputs.items, item_summaries)
     }
-    metadata = _generate_and_publish(warehouse, "user", dataset, prompts, config, llm, artifacts, context.log)
+    skipped = len(inputs.train_by_user) - len(prompts)
+    if skipped:
+        context.log.info("%d of %d users' items have no text, profile or review: no profile (history-mean "
+                         "fallback)", skipped, len(inputs.train_by_user))
+    metadata = _generate_and_publish(warehouse, "user", dataset, prompts, config, llm, artifacts, context.log,
+                                     entities=len(inputs.train_by_user))
     metadata["item_profiles_available"] = len(item_summaries)
+    metadata["skipped_without_text_profiles_or_reviews"] = skipped
     return dg.MaterializeResult(metadata=metadata)

@@ -1,18 +1,35 @@
 """The data layer's one-page summary of a dataset, read from the dataset_stats mart."""
 
+from typing import Any
 
 import dagster as dg
+import pandas as pd
 from dagster_dbt import get_asset_key_for_model
 
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.partitions import dataset_partitions
-from orchestration.resources import DUCKDB_POOL, WarehouseResource
+from orchestration.resources import DUCKDB_POOL, DatasetRegistryResource, WarehouseResource
 
 DATASET_STATS = get_asset_key_for_model([data_layer_dbt], "dataset_stats")
 
 # Headline figures shown as top-level metadata (the full row is in the markdown table).
 HEADLINE_COLUMNS = ("users", "items", "interactions", "density", "sessions", "kcore_passes",
                     "events_quarantined", "duplicate_events_removed", "users_excluded_short")
+# How a figure the dataset cannot have (sessions of a log without timestamps) is shown.
+NOT_AVAILABLE = "n/a"
+
+
+def headline_value(value: Any) -> int | float | str:
+    """A statistic as a plain Python metadata value; NULL / NA / NaN (a figure the dataset lacks) as "n/a"."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return NOT_AVAILABLE
+    return value.item() if hasattr(value, "item") else value
+
+
+def statistics_markdown(stats: pd.DataFrame) -> str:
+    """The one-row stats frame as a two-column Markdown table, missing figures as "n/a"."""
+    rows = [(column, headline_value(value)) for column, value in stats.iloc[0].items()]
+    return pd.DataFrame(rows, columns=["statistic", "value"]).to_markdown(index=False)
 
 
 @dg.asset(
@@ -23,7 +40,7 @@ HEADLINE_COLUMNS = ("users", "items", "interactions", "density", "sessions", "kc
     compute_kind="duckdb",
 )
 def data_layer_summary(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: DatasetRegistryResource
 ) -> dg.MaterializeResult:
     """Headline statistics of the partition's dataset after k-core and split, as metadata."""
     with warehouse.connect(read_only=True) as con:
@@ -39,8 +56,10 @@ def data_layer_summary(
         "%s: %d users, %d items, %d interactions",
         context.partition_key, row["users"], row["items"], row["interactions"],
     )
-    table = stats.T.reset_index()
-    table.columns = ["statistic", "value"]
-    metadata: dict[str, dg.RawMetadataValue] = {name: row[name].item() for name in HEADLINE_COLUMNS}
-    metadata["statistics"] = dg.MetadataValue.md(table.to_markdown(index=False))
+    metadata: dict[str, dg.RawMetadataValue] = {name: headline_value(row[name]) for name in HEADLINE_COLUMNS}
+    metadata["statistics"] = dg.MetadataValue.md(statistics_markdown(stats))
+    skipped = registry.load().get(context.partition_key).skipped_for_missing_fields()
+    metadata["missing_fields"] = ", ".join(skipped) or "none"
+    if skipped:
+        metadata["skipped"] = dg.MetadataValue.md("\n".join(f"- no {field}: {what}" for field, what in skipped.items()))
     return dg.MaterializeResult(metadata=metadata)
