@@ -241,6 +241,26 @@ def test_a_log_without_timestamps_is_split_by_event_id_and_has_no_sessions(built
     assert sessions[0][0] > 0 and sessions[0][1:] == (0, 0)
     assert _query(built, "select sessions from marts.dataset_stats where dataset = $dataset", "untimed") == [(None,)]
 
+    # A timestamped dataset builds beside it: each data test judges only the partition being built, so the
+    # untimed rows' NULL timestamps and sessions cannot fail the timestamped build (they did before).
+    env = {"LLMREC_DUCKDB_PATH": str(built["warehouse"])}
+    before = {name: _partition_rows(built, name) for name in ("untimed", "graphs-k2")}
+    result = run_dbt(*dbt_build_args(built["registry"].get("graphs-k2")), env=env)
+    assert "not_null_stg_events_timestamp_s" in result.stdout and "ERROR=0" in result.stdout
+    assert {name: _partition_rows(built, name) for name in before} == before
+    run_dbt(*dbt_build_args(registry.get("untimed")), env=env)
+    assert {name: _partition_rows(built, name) for name in before} == before
+
+
+PARTITIONED_TABLES = ("staging.stg_events", "intermediate.int_sessions", "intermediate.int_kcore_interactions",
+                      "marts.interactions", "marts.user_sequences", "marts.item_catalog", "marts.dataset_stats")
+
+
+def _partition_rows(built: dict, dataset: str) -> dict[str, list[tuple]]:
+    """Every partitioned table's rows of one dataset, sorted."""
+    return {table: _query(built, f"select * from {table} where dataset = $dataset order by all", dataset)
+            for table in PARTITIONED_TABLES}
+
 
 def test_a_changed_table_schema_fails_clearly_and_keeps_the_old_rows(built: dict, tmp_path: Path) -> None:
     """A partitioned table whose columns no longer match its query: the build names the columns and

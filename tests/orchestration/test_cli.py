@@ -96,3 +96,23 @@ def test_unknown_dataset_is_refused() -> None:
 def test_run_refuses_to_select_an_asset_the_job_does_not_have() -> None:
     with pytest.raises(SystemExit, match="not assets of data_layer_job"):
         main(["run", "--dataset", "movielens-100k", "--job", "data_layer_job", "--select", "blend_model"])
+
+
+def test_a_run_config_file_is_laid_over_the_preset(tmp_path: Path) -> None:
+    from orchestration.cli import load_run_config, merge_run_config
+
+    preset = {"ops": {"sasrec_model": {"config": {"max_steps": 40_000, "batching": "users"}},
+                      "learn_model": {"config": {"max_steps": 7000}}}}
+    path = tmp_path / "run.yaml"
+    path.write_text("ops:\n  sasrec_model:\n    config: {max_steps: 10, betas: [0.1]}\n"
+                    "resources:\n  llm:\n    config: {max_new_tokens: 48}\n")
+    merged = merge_run_config(preset, load_run_config(path))
+    assert merged == {"ops": {"sasrec_model": {"config": {"max_steps": 10, "batching": "users", "betas": [0.1]}},
+                              "learn_model": {"config": {"max_steps": 7000}}},
+                      "resources": {"llm": {"config": {"max_new_tokens": 48}}}}
+    assert preset["ops"]["sasrec_model"]["config"]["max_steps"] == 40_000  # the preset itself is untouched
+    path.write_text("- not a mapping\n")
+    with pytest.raises(SystemExit, match="expected a mapping"):
+        load_run_config(path)
+    with pytest.raises(SystemExit, match="missing.yaml"):
+        load_run_config(tmp_path / "missing.yaml")

@@ -13,6 +13,7 @@ import duckdb
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from ml.data.embedding_store import embeddings_folder, read_embeddings
 from ml.data.sequences import load_sequences
@@ -54,38 +55,20 @@ ASSETS = [ingest_raw_logs, data_layer_dbt, data_layer_summary, gx_raw_events, gx
           semantic_codes, behaviour_codes, popularity_model, sasrec_model, content_sasrec_model, learn_model,
           eager_model, blend_model, graph_cf_model, rlmrec_con_model, rlmrec_gen_model, ed2_model, model_evaluation,
           best_model_beats_popularity, published_index]
-TINY = {"n_layers": 1, "n_heads": 1, "max_len": 20, "max_epochs": 2, "patience": 2}
 MODELS = ("popularity", "sasrec", "content_sasrec", "learn", "eager", "blend", "graph_cf", "rlmrec_con", "rlmrec_gen",
           "ed2")
-GRAPH_TINY = {"config": {"dim": 8, "n_layers": 2, "lr": 0.01, "max_epochs": 2, "eval_every": 1}}
+RUN_CONFIG = Path(__file__).parent / "tiny_run_config.yaml"
 
 
 def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInProcessResult:
+    """The whole graph at the tiny budgets (`budget` new profiles each), every frozen-LLM text encoded."""
+    config = yaml.safe_load(RUN_CONFIG.read_text())
     resources = pipeline_resources(str(warehouse), registry_path(), artifacts)
-    resources["llm"] = LLMResource(max_new_tokens=48, batch_size=4)
-    profiles = {"config": {"max_new_profiles": budget, "commit_every": 4}}
-    return dg.materialize(
-        ASSETS, partition_key=DATASET, resources=resources,
-        run_config={"ops": {
-            "item_profiles": profiles, "user_profiles": profiles,
-            "item_llm_embeddings": {"config": {"max_length": 16, "batch_size": 16, "max_new_texts": None}},
-            # Enough epochs for SASRec to beat popularity on validation, so the blocking check lets it publish.
-            "sasrec_model": {"config": {**TINY, "hidden_dim": 32, "batch_size": 128, "max_epochs": 20,
-                                        "patience": 20, "max_steps": None, "eval_every_steps": None}},
-            "content_sasrec_model": {"config": {**TINY, "hidden_dim": 16, "batch_size": 128, "max_steps": None,
-                                                "eval_every_steps": None, "eval_every": 1}},
-            "learn_model": {"config": {**TINY, "hidden_dim": 16, "output_dim": 16, "batch_size": 128,
-                                       "eval_every_steps": None}},
-            "eager_model": {"config": {"hidden_dim": 16, "n_heads": 2, "decoder_layers": 1, "feedforward_dim": 32,
-                                       "beam_size": 5, "batch_size": 512, "max_epochs": 1, "max_steps": None,
-                                       "eval_every_steps": None, "eval_batch_size": 512}},
-            "graph_cf_model": GRAPH_TINY, "rlmrec_con_model": GRAPH_TINY, "rlmrec_gen_model": GRAPH_TINY,
-            "ed2_model": {"config": {"hidden_dim": 16, "n_layers": 1, "n_heads": 2, "intermediate_dim": 32,
-                                     "codebook_size": 32, "latent_dim": 16, "quantizer_hidden": 64,
-                                     "quantizer_pretrain_steps": 100, "max_len": 5, "beam_size": 5, "batch_size": 64,
-                                     "max_steps": 20, "eval_every_steps": 20, "eval_batch_size": 256}},
-        }},
-    )
+    resources["llm"] = LLMResource(**config.pop("resources")["llm"]["config"])
+    for asset in ("item_profiles", "user_profiles"):
+        config["ops"][asset]["config"]["max_new_profiles"] = budget
+    config["ops"]["item_llm_embeddings"]["config"]["max_new_texts"] = None
+    return dg.materialize(ASSETS, partition_key=DATASET, resources=resources, run_config=config)
 
 
 def _snapshot(warehouse: Path, artifacts: Path) -> dict[str, object]:

@@ -10,6 +10,8 @@ from ml.profiles.prompts import (
     LeakError,
     build_item_prompt,
     build_user_prompt,
+    has_item_evidence,
+    has_user_evidence,
 )
 
 ROWS = [
@@ -68,3 +70,18 @@ def test_samples_are_reproducible_and_bounded() -> None:
 def test_a_user_without_training_items_is_an_error() -> None:
     with pytest.raises(ValueError, match="no training"):
         build_user_prompt("nobody", _train(ROWS), ITEMS, {})
+
+
+def test_bare_ids_are_no_evidence_for_a_profile() -> None:
+    bare = ItemFacts("i1")
+    train = [Interaction("u1", "i1", "train", 1)]
+    assert not has_item_evidence(bare, train)
+    assert has_item_evidence(ItemFacts("i1", title="Toy Story"), train)
+    assert has_item_evidence(ItemFacts("i1", attributes={"year": "1995"}), train)
+    assert has_item_evidence(bare, [Interaction("u1", "i1", "train", 1, review_text="great fun")])
+    assert not has_item_evidence(bare, [Interaction("u1", "i1", "train", 1, review_text="  ")])
+    # A user is profiled when one of their items has a title, a profile, or when they wrote a review.
+    assert not has_user_evidence(train, {"i1": bare}, {})
+    assert has_user_evidence(train, {"i1": bare}, {"i1": "a profile"})
+    assert has_user_evidence(train, {"i1": ItemFacts("i1", title="Toy Story")}, {})
+    assert has_user_evidence([Interaction("u1", "i1", "train", 1, review_text="fun")], {}, {})

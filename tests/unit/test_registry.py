@@ -109,3 +109,41 @@ def test_a_symlink_out_of_the_raw_folder_is_refused(tmp_path: Path) -> None:
 def test_the_raw_folder_itself_must_be_inside_the_registry_folder(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="raw_dir '..' must be a folder inside"):
         parse_registry(MINIMAL.replace("raw_dir: logs", "raw_dir: .."), base_dir=tmp_path / "project")
+
+
+def test_missing_fields_are_named_with_what_the_pipeline_skips(tmp_path: Path) -> None:
+    bare = parse_registry("""
+datasets:
+  bare:
+    events: {path: data/raw/bare.csv, format: csv, columns: {user_id: u, item_id: i}}
+""", base_dir=tmp_path).get("bare")
+    assert (bare.has_timestamps, bare.has_ratings, bare.has_item_text) == (False, False, False)
+    assert list(bare.skipped_for_missing_fields()) == ["timestamp", "rating", "item_text"]
+    assert "no sessions" in bare.skipped_for_missing_fields()["timestamp"]
+    shipped = load_registry(PROJECT_ROOT / "datasets.yaml")
+    # Beauty has timestamps and titles but no ratings; movielens has all three.
+    assert list(shipped.get("amazon-beauty").skipped_for_missing_fields()) == ["rating"]
+    assert shipped.get("movielens-100k").skipped_for_missing_fields() == {}
+
+
+def test_a_catalog_of_ids_only_has_no_item_text(tmp_path: Path) -> None:
+    registry = parse_registry("""
+datasets:
+  ids:
+    events: {path: data/raw/e.csv, format: csv, columns: {user_id: u, item_id: i}}
+    items: {path: data/raw/i.csv, format: csv, columns: {item_id: i}}
+  attributes:
+    events: {path: data/raw/e.csv, format: csv, columns: {user_id: u, item_id: i}}
+    items: {path: data/raw/i.csv, format: csv, columns: {item_id: i}, attribute_columns: [year]}
+""", base_dir=tmp_path)
+    assert not registry.get("ids").has_item_text and registry.get("attributes").has_item_text
+
+
+def test_a_rating_filter_without_ratings_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="min_rating is set but events.columns maps no rating"):
+        parse_registry("""
+datasets:
+  unrated:
+    events: {path: data/raw/e.csv, format: csv, columns: {user_id: u, item_id: i}}
+    settings: {min_rating: 4}
+""", base_dir=tmp_path)

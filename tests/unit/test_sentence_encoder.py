@@ -46,6 +46,9 @@ def test_cache_encodes_each_text_once(encoder: SentenceEncoder, tmp_path: Path) 
     assert (changed.encoded, changed.reused) == (1, 1)
     with connect() as con:
         assert con.execute(f"select count(*) from {EMBEDDING_TABLE}").fetchone() == (4,)
+    # No texts (no user has a profile yet): an empty matrix of the encoder's width, not a reshape error.
+    empty = encode_cached(connect, encoder, [])
+    assert empty.vectors.shape == (0, 384) and (empty.encoded, empty.reused) == (0, 0)
 
 
 def test_a_budgeted_fill_encodes_the_first_missing_texts_and_resumes(encoder: SentenceEncoder, tmp_path: Path) -> None:
