@@ -66,6 +66,7 @@ from ml.models.contrastive import info_nce
 from ml.models.eager import unit_rms
 from ml.models.ed2_backbone import Backbone, ED2Vocabulary, EntityKind, FineTune, IndexTokens
 from ml.models.residual_quantizer import NO_SUFFIX, CodeTable, QuantizerConfig, ResidualQuantizer
+from ml.models.sasrec import LRSchedule, check_lr_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class ED2Config:
     beam_size: int = 20
     lr: float = 1e-3
     warmup_steps: int = 100
+    # The authors' is cosine (to 0 at the step budget); constant keeps the quick preset's measured figures.
+    lr_schedule: LRSchedule = "constant"
     weight_decay: float = 0.0
     batch_size: int = 128
     bucket_batches: int = 32
@@ -138,6 +141,7 @@ class ED2Config:
             raise ValueError("index_lr must be positive (or None for quantizer_lr)")
         if self.regulator_temperature <= 0:
             raise ValueError("regulator_temperature must be positive")
+        check_lr_schedule(self.lr_schedule, self.warmup_steps)
         if self.backbone not in ("tiny", "smollm2") or self.index not in ("dynamic", "static") or \
                 self.finetune not in ("full", "lora"):
             raise ValueError(f"unknown backbone / index / finetune: {self.backbone}, {self.index}, {self.finetune}")

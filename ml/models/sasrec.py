@@ -37,7 +37,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LRSchedule = Literal["constant", "cosine"]
+# Learning-rate schedules (`ml/train/schedules.py`): constant = linear warm-up over warmup_steps, then flat;
+# inverse_sqrt = warm-up, then lr x sqrt(warmup / step) (the Transformer's, EAGER's authors'); cosine =
+# warm-up, then cosine decay to 0 at the step budget.
+LRSchedule = Literal["constant", "inverse_sqrt", "cosine"]
+
+
+def check_lr_schedule(schedule: str, warmup_steps: int) -> None:
+    """Raise a ValueError for an unknown schedule, or an inverse-square-root one without warm-up."""
+    if schedule not in get_args(LRSchedule):
+        raise ValueError(f"lr_schedule must be one of {get_args(LRSchedule)}, got {schedule!r}")
+    if schedule == "inverse_sqrt" and warmup_steps < 1:
+        raise ValueError("lr_schedule inverse_sqrt needs warmup_steps >= 1 (it decays from the warm-up's end)")
 # "position": every real position of an epoch weighs the same (the default); "batch_mean": each batch's
 # own mean, so a batch of short sequences counts as much as one of long ones (the biased weighting
 # shipped before; kept only so the training benchmark can A/B it).
@@ -102,8 +113,7 @@ class SASRecConfig:
             raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by n_heads ({self.n_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
-        if self.lr_schedule not in get_args(LRSchedule):
-            raise ValueError(f"lr_schedule must be one of {get_args(LRSchedule)}, got {self.lr_schedule!r}")
+        check_lr_schedule(self.lr_schedule, self.warmup_steps)
         if self.batching not in get_args(Batching):
             raise ValueError(f"batching must be one of {get_args(Batching)}, got {self.batching!r}")
         if self.loss_weighting not in get_args(LossWeighting):

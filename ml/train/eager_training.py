@@ -25,10 +25,10 @@ from ml.encoders.device import resolve_device
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.models.eager import EAGER, EAGERConfig, StreamCodes
 from ml.train.eager_loss import eager_losses
-from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
+from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping, step_budget
 from ml.train.results import TrainingResult
 from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
-from ml.train.schedules import warmup_constant_schedule
+from ml.train.schedules import lr_multiplier
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +67,12 @@ def train_eager(
         raise ValueError("no user has two or more training items: nothing to train on")
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant_schedule(config.warmup_steps))
     lengths = (histories != 0).sum(dim=1)
     steps_per_epoch = batches_per_epoch(len(targets), config.batch_size, config.bucket_batches)
     budget = epoch_budget(steps_per_epoch, config.max_epochs, config.eval_every, config.max_steps,
                           config.eval_every_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(
+        config.lr_schedule, config.warmup_steps, step_budget(steps_per_epoch, budget.max_epochs, config.max_steps)))
     valid_histories, valid_targets = data.history("valid")
     logger.info("EAGER on %s: %d items, %d examples, %d steps per epoch, up to %d epochs (validation every %d), "
                 "streams %s, device %s", data.dataset, data.n_items, len(targets), steps_per_epoch,

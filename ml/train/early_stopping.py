@@ -49,6 +49,12 @@ def epoch_budget(steps_per_epoch: int, max_epochs: int, eval_every: int, max_ste
     return EpochBudget(max_epochs=epochs, eval_every=min(every, epochs))
 
 
+def step_budget(steps_per_epoch: int, max_epochs: int, max_steps: int | None = None) -> int:
+    """The optimizer steps a run takes at most: `max_steps`, else `max_epochs` whole epochs (what a decay ends at)."""
+    whole_epochs = max(1, steps_per_epoch) * max_epochs
+    return whole_epochs if max_steps is None else min(max_steps, whole_epochs)
+
+
 @dataclass
 class EarlyStoppingOutcome:
     """Which epoch was kept, its validation metrics, and one record per epoch run."""

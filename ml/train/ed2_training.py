@@ -35,11 +35,11 @@ from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.models.ed2 import ED2, ED2Config
 from ml.models.ed2_backbone import ED2Vocabulary, EntityKind, build_lm, tiny_lm_config, tiny_vocabulary
 from ml.models.residual_quantizer import CodeTable, assign_codes
-from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping
+from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping, step_budget
 from ml.train.ed2_loss import ED2Example, ed2_losses, next_item_example, user_example
 from ml.train.results import TrainingResult
 from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
-from ml.train.schedules import warmup_constant_schedule
+from ml.train.schedules import lr_multiplier
 
 logger = logging.getLogger(__name__)
 
@@ -195,11 +195,12 @@ def _train_ed2(
     ]
     optimizer = torch.optim.AdamW([group for group in groups if group["params"]], lr=config.lr,
                                   weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant_schedule(config.warmup_steps))
     n_rows = len(examples) + user_examples_per_epoch
     steps_per_epoch = batches_per_epoch(n_rows, config.batch_size, config.bucket_batches)
     budget = epoch_budget(steps_per_epoch, config.max_epochs, config.eval_every, config.max_steps,
                           config.eval_every_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(
+        config.lr_schedule, config.warmup_steps, step_budget(steps_per_epoch, budget.max_epochs, config.max_steps)))
     valid_histories, valid_targets = data.history("valid")
     valid_users = np.arange(data.n_users)
     history_lengths = np.minimum(examples.positions, config.max_len)

@@ -34,7 +34,7 @@ from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_
 from ml.train.full_softmax import LogitBuffer, full_softmax_cross_entropy
 from ml.train.popularity_adjustment import choose_popularity_adjustment
 from ml.train.results import TrainingResult
-from ml.train.schedules import constant_schedule, cosine_schedule
+from ml.train.schedules import lr_multiplier
 
 logger = logging.getLogger(__name__)
 
@@ -200,11 +200,8 @@ def train_sequence_model(
     steps_per_epoch = len(epoch_batches((targets != 0).sum(dim=1), config, torch.Generator().manual_seed(config.seed)))
     budget = epoch_budget(steps_per_epoch, config.max_epochs, config.eval_every, config.max_steps,
                           config.eval_every_steps)
-    if config.lr_schedule == "cosine":
-        multiplier = cosine_schedule(steps_per_epoch * budget.max_epochs, config.warmup_steps)
-    else:
-        multiplier = constant_schedule
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(
+        config.lr_schedule, config.warmup_steps, steps_per_epoch * budget.max_epochs))
     valid_histories, valid_targets = data.history("valid")
     logger.info(
         "%s on %s: %d items, %d training sequences, %d positions, %d steps per epoch, up to %d epochs "

@@ -19,6 +19,7 @@ from ml.data.sequences import SequenceData
 from ml.data.versioned import NoCurrentVersion
 from ml.models.ed2 import ED2Config, IndexMode, code_tables_csv
 from ml.models.ed2_backbone import Backbone, FineTune, load_smollm2
+from ml.models.sasrec import LRSchedule
 from ml.tracking.training_runs import TrainingOutcome
 from ml.train.early_stopping import EpochCallback
 from ml.train.ed2_training import tiny_backbone, train_ed2
@@ -82,6 +83,8 @@ class ED2TrainingConfig(dg.Config):
     beam_size: int = Field(default=10, description="Beam (items ranked before the tied rest); 20 when converged.")
     lr: float = 1e-3
     warmup_steps: int = 50
+    lr_schedule: LRSchedule = Field(default="constant", description="constant = warm-up, then flat; inverse_sqrt = "
+                                    "warm-up, then lr x sqrt(warmup / step); cosine = decay to 0 at the step budget.")
     weight_decay: float = 0.0
     batch_size: int = 128
     bucket_batches: int = 32

@@ -14,6 +14,7 @@ from pydantic import Field
 from ml.codes.tables import read_stream_codes
 from ml.data.versioned import NoCurrentVersion
 from ml.models.eager import EAGERConfig, StreamChoice
+from ml.models.sasrec import LRSchedule
 from ml.tracking.training_runs import TrainingOutcome
 from ml.train.eager_training import train_eager
 from ml.train.early_stopping import EpochCallback
@@ -64,6 +65,8 @@ class EAGERTrainingConfig(dg.Config):
                            "(20 in the converged preset).")
     lr: float = 1e-3
     warmup_steps: int = 100
+    lr_schedule: LRSchedule = Field(default="constant", description="constant = warm-up, then flat; inverse_sqrt = "
+                                    "warm-up, then lr x sqrt(warmup / step); cosine = decay to 0 at the step budget.")
     weight_decay: float = 0.0
     batch_size: int = 256
     bucket_batches: int = Field(default=32, description="1 = plain shuffle; above 1, sort by history length "

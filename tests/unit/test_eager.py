@@ -174,3 +174,12 @@ def test_the_step_budget_stops_training_mid_epoch_after_exactly_max_steps() -> N
     config = EAGERConfig(**{**TINY, "max_steps": 15, "eval_every": 1, "max_epochs": 30})
     result = train_eager(data, _streams(), config)
     assert [record["steps"] for record in result.history] == [11.0, 4.0]
+
+
+@pytest.mark.parametrize(("schedule", "last_lr"), [("constant", 1e-2), ("inverse_sqrt", 1e-2 * (5 / 16) ** 0.5),
+                                                   ("cosine", 0.0)])
+def test_the_lr_schedule_is_applied_per_step(schedule: str, last_lr: float) -> None:
+    """15 steps with a 5-step warm-up: the rate set for step 16 is flat, sqrt(5 / 16), or cosine's 0 at the budget."""
+    config = EAGERConfig(**{**TINY, "max_steps": 15, "eval_every": 1, "lr_schedule": schedule})
+    result = train_eager(_cycle_data(), _streams(), config)
+    assert result.history[-1]["lr"] == pytest.approx(last_lr, abs=1e-12)

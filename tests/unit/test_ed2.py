@@ -375,3 +375,10 @@ def test_index_capacity_fails_fast_and_warns(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level("WARNING", logger="ml.models.ed2"):
         check_index_capacity("user", 22_363, levels=4, codebook_size=64)
     assert caplog.text == ""
+
+
+def test_cosine_decays_the_learning_rate_to_zero_at_the_step_budget() -> None:
+    config = ED2Config(**{**TINY, "max_epochs": 2, "eval_every": 1, "lr_schedule": "cosine"})
+    result = train_ed2(_cycle_data(), *_semantics(), config)
+    rates = [record["lr"] for record in result.history]
+    assert rates[0] < config.lr and rates[-1] == pytest.approx(0.0, abs=1e-12)
