@@ -13,7 +13,9 @@ encoder states. The losses (`ml/train/eager_loss.py`) add the paper's two auxili
   behaviour tokens and recognises whether a behaviour path matches the semantic summary.
 
 Inference: per stream, constrained beam search over the real items' paths (`ml/codes/trie.py`); the
-2k predictions are merged by path log-probability (the paper's confidence), an item kept once.
+2k predictions are merged (`merge`) by path log-probability (the paper's confidence), an item kept
+once, or, as the authors' released `rerank` does, the union of the beams is re-scored by the sum of
+both streams' path log-probabilities.
 
 Choices the paper leaves open, and what we do:
 
@@ -47,6 +49,7 @@ from ml.codes.trie import (
     PAD,
     SOS,
     SUMMARY,
+    BeamResult,
     CodeTrie,
     CodeVocabulary,
     constrained_beam_search,
@@ -59,6 +62,10 @@ from ml.models.sasrec import LRSchedule, check_lr_schedule, left_pad
 Stream = Literal["behaviour", "semantic"]
 STREAMS: tuple[Stream, ...] = get_args(Stream)
 StreamChoice = Literal["both", "behaviour", "semantic"]
+# confidence: the streams' beams merged by each item's own path log-probability (an item kept once, its best);
+# rerank: the union of the beams re-scored by the sum of both streams' path log-probabilities (the authors'
+# `rerank`), so an item both streams find likely rises above one that a single stream is sure of.
+MergeRule = Literal["confidence", "rerank"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ class EAGERConfig:
     mask_ratio: float = 0.5  # share of behaviour tokens masked for reconstruction
     replace_ratio: float = 0.5  # share of behaviour tokens replaced to make a recognition negative
     beam_size: int = 20  # per stream; the merged ranking holds up to 2x this many items
+    merge: MergeRule = "confidence"  # how two streams' beams become one ranking (one stream: its beam)
     lr: float = 1e-3
     warmup_steps: int = 500
     # The authors' is inverse_sqrt (after a 2,000-step warm-up); constant keeps the quick preset's measured figures.
@@ -111,6 +119,8 @@ class EAGERConfig:
             raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by n_heads ({self.n_heads})")
         if self.streams not in get_args(StreamChoice):
             raise ValueError(f"streams must be one of {get_args(StreamChoice)}, got {self.streams!r}")
+        if self.merge not in get_args(MergeRule):
+            raise ValueError(f"merge must be one of {get_args(MergeRule)}, got {self.merge!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
         for name in ("mask_ratio", "replace_ratio"):
@@ -310,14 +320,63 @@ class EAGER(nn.Module):
 
                 beams.append(constrained_beam_search(step, self.tries[stream], len(histories),
                                                      beam_size or self.config.beam_size))
-            return merge_by_confidence(beams)
+            if self.config.merge == "confidence" or len(beams) == 1:
+                return merge_by_confidence(beams)
+            candidates = union_of_beams(beams)
+            totals = sum(self.path_log_probs(stream, memory, padding, candidates) for stream in self.decoders)
+            return rank_candidates(candidates, totals)
         finally:
             self.train(was_training)
+
+    @torch.no_grad()
+    def path_log_probs(self, stream: str, memory: torch.Tensor, padding: torch.Tensor,
+                       candidates: np.ndarray) -> np.ndarray:
+        """(users, C) log-probability of each candidate item's path (0-based rows; -1 = none, scored -inf)
+        under the stream's constrained model, given the users' encoder states: the score beam search gives."""
+        decoder, trie = self.decoders[stream], self.tries[stream]
+        users, width = candidates.shape
+        rows = torch.from_numpy(np.maximum(candidates, 0).reshape(-1) + 1).to(self.device)
+        inputs, labels, _ = decoder_inputs(self.item_tokens(stream, rows))
+        hidden = decoder(inputs, decoder.stack.memory_kv(memory), padding, group=width)
+        logits = decoder.logits(hidden).float().cpu()
+        labels = labels.cpu()
+        nodes = np.zeros(len(labels), dtype=np.int64)
+        total = torch.zeros(len(labels))
+        for position in range(labels.shape[1]):
+            moving = (labels[:, position] != PAD).numpy() & ~trie.is_leaf(nodes)
+            if not moving.any():
+                break
+            allowed = trie.allowed_mask(nodes[moving])
+            log_probs = torch.log_softmax(logits[moving, position].masked_fill(~allowed, float("-inf")), dim=1)
+            chosen = labels[moving, position]
+            total[torch.from_numpy(moving)] += log_probs.gather(1, chosen.unsqueeze(1)).squeeze(1)
+            nodes[moving] = trie.step(nodes[moving], chosen.numpy())
+        scores = total.numpy().reshape(users, width)
+        return np.where(candidates >= 0, scores, -np.inf).astype(np.float32)
 
     @torch.no_grad()
     def score(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
         """(batch, n_items + 1) full-ranking scores: merged beam items first, every other item tied below."""
         return full_ranking_scores(self.recommend(histories), self.n_items)
+
+
+def union_of_beams(beams: list[BeamResult]) -> np.ndarray:
+    """(users, C) the distinct items of every stream's beam per user (first seen first), -1 past each user's own."""
+    rows = []
+    for items in np.concatenate([beam.items for beam in beams], axis=1):
+        seen = list(dict.fromkeys(int(item) for item in items if item >= 0))
+        rows.append(seen)
+    width = max(1, max(len(row) for row in rows))
+    return np.array([row + [-1] * (width - len(row)) for row in rows], dtype=np.int64)
+
+
+def rank_candidates(candidates: np.ndarray, scores: np.ndarray) -> list[list[tuple[int, float]]]:
+    """Per user, the candidate items by score, best first (ties: the earlier candidate); -1 slots dropped."""
+    ranked = []
+    for items, values in zip(candidates, scores, strict=True):
+        order = np.argsort(-values, kind="stable")
+        ranked.append([(int(items[i]), float(values[i])) for i in order if items[i] >= 0])
+    return ranked
 
 
 def decoder_inputs(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

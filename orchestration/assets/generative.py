@@ -13,7 +13,7 @@ from pydantic import Field
 
 from ml.codes.tables import read_stream_codes
 from ml.data.versioned import NoCurrentVersion
-from ml.models.eager import EAGERConfig, StreamChoice
+from ml.models.eager import EAGERConfig, MergeRule, StreamChoice
 from ml.models.sasrec import LRSchedule
 from ml.tracking.training_runs import TrainingOutcome
 from ml.train.eager_training import train_eager
@@ -63,6 +63,9 @@ class EAGERTrainingConfig(dg.Config):
     replace_ratio: float = 0.5
     beam_size: int = Field(default=10, description="Beam per stream; the merged ranking holds up to twice this "
                            "(20 in the converged preset).")
+    merge: MergeRule = Field(default="confidence", description="confidence = the beams merged by each item's own "
+                             "path log-probability; rerank = their union re-scored by the sum of both streams' "
+                             "log-probabilities (the authors' rerank).")
     lr: float = 1e-3
     warmup_steps: int = 100
     lr_schedule: LRSchedule = Field(default="constant", description="constant = warm-up, then flat; inverse_sqrt = "

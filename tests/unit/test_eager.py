@@ -6,11 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from ml.codes.trie import CLS, END, MASK, N_SPECIAL, PAD, SOS, SUMMARY
+from ml.codes.trie import CLS, END, MASK, N_SPECIAL, PAD, SOS, SUMMARY, BeamResult, constrained_beam_search
 from ml.data.sequences import SequenceData
 from ml.evaluate.ranking import evaluate_model
 from ml.models.checkpoints import load_checkpoint, save_checkpoint, supports_retrieval
-from ml.models.eager import EAGER, EAGERConfig, StreamCodes, decoder_inputs, unit_rms
+from ml.models.code_decoder import SelfAttentionCache
+from ml.models.eager import (
+    EAGER,
+    EAGERConfig,
+    StreamCodes,
+    decoder_inputs,
+    rank_candidates,
+    union_of_beams,
+    unit_rms,
+)
+from ml.models.sasrec import left_pad
 from ml.train.eager_loss import _random_subset, _transfer_losses, eager_losses
 from ml.train.eager_training import next_item_examples, train_eager
 
@@ -183,3 +193,49 @@ def test_the_lr_schedule_is_applied_per_step(schedule: str, last_lr: float) -> N
     config = EAGERConfig(**{**TINY, "max_steps": 15, "eval_every": 1, "lr_schedule": schedule})
     result = train_eager(_cycle_data(), _streams(), config)
     assert result.history[-1]["lr"] == pytest.approx(last_lr, abs=1e-12)
+
+
+def test_path_log_probs_are_the_beam_scores_and_rerank_sums_the_streams() -> None:
+    data = _cycle_data()
+    model = train_eager(data, _streams(), EAGERConfig(**{**TINY, "max_epochs": 5})).model.eval()
+    histories = data.history("valid")[0][:8]
+    memory, padding = model.encode(left_pad(histories, model.max_len))
+    beams = {}
+    for stream in model.decoders:
+        decoder = model.decoders[stream]
+        kv, cache = decoder.stack.memory_kv(memory), SelfAttentionCache(len(decoder.stack.blocks))
+
+        def step(prefixes, width, parents, decoder=decoder, kv=kv, cache=cache):  # noqa: ANN001, ANN202
+            if parents is not None:
+                cache.reorder(parents)
+            return decoder.logits(decoder(prefixes, kv, padding, group=width, cache=cache)[:, -1])
+
+        beams[stream] = constrained_beam_search(step, model.tries[stream], len(histories), 4)
+        # Teacher-forced scoring of the beam's own paths gives the beam's own scores.
+        rescored = model.path_log_probs(stream, memory, padding, beams[stream].items)
+        np.testing.assert_allclose(rescored, beams[stream].log_probs, atol=1e-4)
+
+    candidates = union_of_beams(list(beams.values()))
+    assert all(len(set(row[row >= 0])) == (row >= 0).sum() for row in candidates)
+    totals = sum(model.path_log_probs(stream, memory, padding, candidates) for stream in model.decoders)
+    reranked = EAGER.__new__(EAGER)  # the trained model, its merge rule switched
+    reranked.__dict__ = {**model.__dict__, "config": EAGERConfig(**{**TINY, "merge": "rerank"})}
+    ranked = reranked.recommend(histories, beam_size=4)
+    expected = rank_candidates(candidates, totals)
+    assert [[item for item, _ in row] for row in ranked] == [[item for item, _ in row] for row in expected]
+    assert [score for row in ranked for _, score in row] == pytest.approx(
+        [score for row in expected for _, score in row], abs=1e-4)
+    for row, items in enumerate(ranked):
+        assert [score for _, score in items] == sorted((score for _, score in items), reverse=True)
+        assert {item for item, _ in items} == set(candidates[row][candidates[row] >= 0].tolist())
+    with pytest.raises(ValueError, match="merge must be one of"):
+        EAGERConfig(merge="vote")
+
+
+def test_rank_candidates_drops_empty_slots_and_keeps_ties_in_order() -> None:
+    beams = [BeamResult(items=np.array([[3, 1], [2, -1]]), log_probs=np.zeros((2, 2), np.float32)),
+             BeamResult(items=np.array([[1, 5], [2, 4]]), log_probs=np.zeros((2, 2), np.float32))]
+    candidates = union_of_beams(beams)
+    assert candidates.tolist() == [[3, 1, 5], [2, 4, -1]]
+    scores = np.array([[-1.0, -0.5, -1.0], [-2.0, -3.0, -np.inf]], dtype=np.float32)
+    assert rank_candidates(candidates, scores) == [[(1, -0.5), (3, -1.0), (5, -1.0)], [(2, -2.0), (4, -3.0)]]
