@@ -27,6 +27,7 @@ from ml.models.eager import EAGER, EAGERConfig, StreamCodes
 from ml.train.eager_loss import eager_losses
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping, step_budget
 from ml.train.results import TrainingResult
+from ml.train.resume import Counters, PartialTraining, ResumePolicy, TorchGeneratorState, training_identity
 from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
 from ml.train.schedules import lr_multiplier
 
@@ -55,9 +56,13 @@ def next_item_examples(train: Sequence[np.ndarray], max_len: int) -> tuple[torch
 
 def train_eager(
     data: SequenceData, streams: dict[str, StreamCodes], config: EAGERConfig | None = None,
-    on_epoch: EpochCallback | None = None,
+    on_epoch: EpochCallback | None = None, resume: ResumePolicy | None = None,
 ) -> EAGERResult:
-    """Train on the training split; keep the epoch with the best validation NDCG@10 of the beam ranking."""
+    """Train on the training split; keep the epoch with the best validation NDCG@10 of the beam ranking.
+
+    With `resume`, the whole training state is saved at epoch ends on its timer and a matching saved
+    state is continued (`ml/train/resume.py`).
+    """
     config = config or EAGERConfig()
     torch.manual_seed(config.seed)
     device = torch.device(resolve_device(config.device))
@@ -78,15 +83,15 @@ def train_eager(
                 "streams %s, device %s", data.dataset, data.n_items, len(targets), steps_per_epoch,
                 budget.max_epochs, budget.eval_every, "+".join(config.active_streams), device)
 
-    steps_taken = 0  # optimizer steps over all epochs: `max_steps` ends training mid-epoch, exactly
+    # Optimizer steps over all epochs: `max_steps` ends training mid-epoch, exactly.
+    counters = Counters(steps_taken=0)
 
     def train_epoch() -> dict[str, float]:
-        nonlocal steps_taken
         model.train()
         sums: dict[str, float] = {}
         steps = 0
         for batch in bucketed_batches(lengths, config.batch_size, generator, config.bucket_batches):
-            if config.max_steps is not None and steps_taken >= config.max_steps:
+            if config.max_steps is not None and counters["steps_taken"] >= config.max_steps:
                 break
             batch_histories = histories[batch]
             # Cut the columns that are padding in every row (outputs do not depend on them).
@@ -98,7 +103,7 @@ def train_eager(
             optimizer.step()
             scheduler.step()
             steps += 1
-            steps_taken += 1
+            counters["steps_taken"] += 1
             for name, value in {"loss": float(losses.total.detach()), **losses.terms}.items():
                 sums[name] = sums.get(name, 0.0) + value
         record = {name: value / max(1, steps) for name, value in sums.items()}
@@ -109,7 +114,11 @@ def train_eager(
     def validate() -> dict[str, float]:
         return evaluate_model(model.score, valid_histories, valid_targets, config.eval_batch_size, DEFAULT_KS).metrics
 
+    partial = None if resume is None else PartialTraining(
+        resume, training_identity(config, data),
+        {"optimizer": optimizer, "scheduler": scheduler, "batches": TorchGeneratorState(generator),
+         "counters": counters})
     outcome = fit_with_early_stopping(model, train_epoch, validate, budget.max_epochs, config.patience,
-                                      budget.eval_every, on_epoch, name="EAGER")
+                                      budget.eval_every, on_epoch, name="EAGER", partial=partial)
     return EAGERResult(model=model, config=config, best_epoch=outcome.best_epoch, best_valid=outcome.best_valid,
                        history=outcome.history)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ml.train.resume import PartialTraining
+
 logger = logging.getLogger(__name__)
 
 SELECTION_METRIC = "ndcg@10"
@@ -74,6 +76,7 @@ def fit_with_early_stopping(
     on_epoch: EpochCallback | None = None,
     selection_metric: str = SELECTION_METRIC,
     name: str = "model",
+    partial: PartialTraining | None = None,
 ) -> EarlyStoppingOutcome:
     """Run up to `max_epochs` epochs; keep the weights of the best validation `selection_metric`.
 
@@ -81,12 +84,23 @@ def fit_with_early_stopping(
     validation metrics, which are added to the record as valid_<metric>. Validation runs every
     `eval_every` epochs and after the last one; training stops once `patience` validations in a row
     have not beaten the best score. The model ends in eval mode with the best weights loaded.
+
+    With `partial` (`ml/train/resume.py`), a matching saved state is resumed after its epoch, and the
+    whole state is saved at epoch ends on its timer, before `on_epoch` runs, and removed at the end.
     """
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_valid = float("-inf"), 0, {}
     validations_since_best = 0
     best_state = copy.deepcopy(model.state_dict())
-    for epoch in range(1, max_epochs + 1):
+    first_epoch = 1
+    saved = partial.restore(model) if partial is not None else None
+    if saved is not None:
+        history, best_state = saved["history"], saved["best_state"]
+        best_score, best_epoch, best_valid = saved["best_score"], saved["best_epoch"], saved["best_valid"]
+        validations_since_best, first_epoch = saved["validations_since_best"], saved["epoch"] + 1
+        if validations_since_best >= patience:  # saved at the epoch that stopped it: nothing left to run
+            first_epoch = max_epochs + 1
+    for epoch in range(first_epoch, max_epochs + 1):
         started = time.perf_counter()
         record: dict[str, float] = {"epoch": epoch, **train_epoch()}
         record["seconds"] = time.perf_counter() - started
@@ -103,12 +117,18 @@ def fit_with_early_stopping(
                 validations_since_best += 1
         history.append(record)
         logger.info("%s epoch %d: %s", name, epoch, {k: round(v, 4) for k, v in record.items() if k != "epoch"})
+        if partial is not None:
+            partial.maybe_save(model, {"epoch": epoch, "history": history, "best_state": best_state,
+                                       "best_score": best_score, "best_epoch": best_epoch, "best_valid": best_valid,
+                                       "validations_since_best": validations_since_best})
         if on_epoch is not None:
             on_epoch(epoch, record)
         if validations_since_best >= patience:
             logger.info("%s: early stop after epoch %d, best %s %.4f at epoch %d", name, epoch, selection_metric,
                         best_score, best_epoch)
             break
+    if partial is not None:
+        partial.finish()
     model.load_state_dict(best_state)
     model.eval()
     return EarlyStoppingOutcome(best_epoch=best_epoch, best_valid=best_valid, history=history)

@@ -34,6 +34,7 @@ from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_
 from ml.train.full_softmax import LogitBuffer, full_softmax_cross_entropy
 from ml.train.popularity_adjustment import choose_popularity_adjustment
 from ml.train.results import TrainingResult
+from ml.train.resume import PartialTraining, ResumePolicy, TorchGeneratorState, training_identity
 from ml.train.schedules import lr_multiplier
 
 logger = logging.getLogger(__name__)
@@ -172,22 +173,24 @@ def _train_epoch(
 
 
 def train_sasrec(
-    data: SequenceData, config: SASRecConfig | None = None, on_epoch: EpochCallback | None = None
+    data: SequenceData, config: SASRecConfig | None = None, on_epoch: EpochCallback | None = None,
+    resume: ResumePolicy | None = None,
 ) -> SASRecResult:
     """Train on the training split, select the epoch with the best validation NDCG@10, return that model."""
     config = config or SASRecConfig()
     torch.manual_seed(config.seed)
-    return train_sequence_model(SASRec(data.n_items, config), data, config, on_epoch, name="SASRec")
+    return train_sequence_model(SASRec(data.n_items, config), data, config, on_epoch, name="SASRec", resume=resume)
 
 
 def train_sequence_model(
     model: SASRec, data: SequenceData, config: SASRecConfig, on_epoch: EpochCallback | None = None,
-    name: str = "SASRec",
+    name: str = "SASRec", resume: ResumePolicy | None = None,
 ) -> SASRecResult:
     """The SASRec training loop for any model with SASRec's interface (its item table may come from content).
 
     The caller seeds torch before building `model`, so initialisation is reproducible; batches have
-    their own generator from `config.seed`.
+    their own generator from `config.seed`. With `resume`, the whole training state is saved at epoch
+    ends on its timer and a matching saved state is continued (`ml/train/resume.py`).
     """
     device = torch.device(resolve_device(config.device))
     generator = torch.Generator().manual_seed(config.seed)
@@ -221,8 +224,11 @@ def train_sequence_model(
     def validate() -> dict[str, float]:
         return evaluate_model(model.score, valid_histories, valid_targets, config.eval_batch_size, DEFAULT_KS).metrics
 
+    partial = None if resume is None else PartialTraining(
+        resume, training_identity(config, data),
+        {"optimizer": optimizer, "scheduler": scheduler, "batches": TorchGeneratorState(generator)})
     outcome = fit_with_early_stopping(model, train_epoch, validate, budget.max_epochs, config.patience,
-                                      budget.eval_every, on_epoch, name=name)
+                                      budget.eval_every, on_epoch, name=name, partial=partial)
     best_valid, extra = outcome.best_valid, {}
     if config.popularity_adjustment == "balanced":
         choice = choose_popularity_adjustment(model, data, config.popularity_betas, config.eval_batch_size)
