@@ -27,7 +27,14 @@ from ml.models.eager import EAGER, EAGERConfig, StreamCodes
 from ml.train.eager_loss import eager_losses
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping, step_budget
 from ml.train.results import TrainingResult
-from ml.train.resume import Counters, PartialTraining, ResumePolicy, TorchGeneratorState, training_identity
+from ml.train.resume import (
+    Counters,
+    PartialTraining,
+    ResumePolicy,
+    TorchGeneratorState,
+    array_digest,
+    training_identity,
+)
 from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
 from ml.train.schedules import lr_multiplier
 
@@ -115,7 +122,8 @@ def train_eager(
         return evaluate_model(model.score, valid_histories, valid_targets, config.eval_batch_size, DEFAULT_KS).metrics
 
     partial = None if resume is None else PartialTraining(
-        resume, training_identity(config, data),
+        resume, training_identity(config, data, **{
+            f"{stream}_codes": array_digest(codes.codes, codes.features) for stream, codes in streams.items()}),
         {"optimizer": optimizer, "scheduler": scheduler, "batches": TorchGeneratorState(generator),
          "counters": counters})
     outcome = fit_with_early_stopping(model, train_epoch, validate, budget.max_epochs, config.patience,

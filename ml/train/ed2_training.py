@@ -38,6 +38,15 @@ from ml.models.residual_quantizer import CodeTable, assign_codes
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping, step_budget
 from ml.train.ed2_loss import ED2Example, ed2_losses, next_item_example, user_example
 from ml.train.results import TrainingResult
+from ml.train.resume import (
+    Counters,
+    NumpyGeneratorState,
+    PartialTraining,
+    ResumePolicy,
+    TorchGeneratorState,
+    array_digest,
+    training_identity,
+)
 from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
 from ml.train.schedules import lr_multiplier
 
@@ -156,15 +165,20 @@ def deterministic_algorithms() -> Iterator[None]:
 def train_ed2(
     data: SequenceData, item_semantic: np.ndarray, user_semantic: np.ndarray, config: ED2Config | None = None,
     on_epoch: EpochCallback | None = None, backbone: BackboneFactory = tiny_backbone,
+    resume: ResumePolicy | None = None,
 ) -> ED2Result:
-    """Train on the training split; keep the epoch (weights and code tables) with the best validation NDCG@10."""
+    """Train on the training split; keep the epoch (weights and code tables) with the best validation NDCG@10.
+
+    With `resume`, the whole training state (the code tables included: they are buffers) is saved at
+    epoch ends on its timer and a matching saved state is continued (`ml/train/resume.py`).
+    """
     with deterministic_algorithms():
-        return _train_ed2(data, item_semantic, user_semantic, config or ED2Config(), on_epoch, backbone)
+        return _train_ed2(data, item_semantic, user_semantic, config or ED2Config(), on_epoch, backbone, resume)
 
 
 def _train_ed2(
     data: SequenceData, item_semantic: np.ndarray, user_semantic: np.ndarray, config: ED2Config,
-    on_epoch: EpochCallback | None, backbone: BackboneFactory,
+    on_epoch: EpochCallback | None, backbone: BackboneFactory, resume: ResumePolicy | None,
 ) -> ED2Result:
     """`train_ed2`'s body, under deterministic kernels."""
     if len(item_semantic) != data.n_items or len(user_semantic) != data.n_users:
@@ -209,11 +223,9 @@ def _train_ed2(
                 data.n_items, data.n_users, len(examples), user_examples_per_epoch, steps_per_epoch,
                 budget.max_epochs, budget.eval_every, config.index, config.backbone, device)
 
-    steps_taken = 0
-    epochs_run = 0
+    counters = Counters(steps_taken=0, epochs_run=0)
 
     def train_epoch() -> dict[str, float]:
-        nonlocal steps_taken, epochs_run
         record: dict[str, float] = {}
 
         def reassign_into_record() -> None:
@@ -222,10 +234,10 @@ def _train_ed2(
                 record[key] = record.get(key, 0.0) + value if key.endswith(("changed", "restarted")) else value
             record["reassignments"] = record.get("reassignments", 0.0) + 1
 
-        if config.index == "dynamic" and config.reassign_every_steps is None and epochs_run > 0 \
-                and epochs_run % config.reassign_every == 0:
+        if config.index == "dynamic" and config.reassign_every_steps is None and counters["epochs_run"] > 0 \
+                and counters["epochs_run"] % config.reassign_every == 0:
             reassign_into_record()
-        epochs_run += 1
+        counters["epochs_run"] += 1
         model.train()
         user_tasks = sample_user_predictions(item_sets, user_examples_per_epoch, config.user_context, rng)
         # Bucket by prompt length: a next-item prompt grows with its history, a user-task one with its context.
@@ -233,6 +245,7 @@ def _train_ed2(
         sums: dict[str, float] = {}
         steps = 0
         for batch in bucketed_batches(lengths, config.batch_size, generator, config.bucket_batches):
+            steps_taken = counters["steps_taken"]
             if config.max_steps is not None and steps_taken >= config.max_steps:
                 break
             if config.index == "dynamic" and config.reassign_every_steps is not None and steps_taken > 0 \
@@ -251,7 +264,7 @@ def _train_ed2(
             optimizer.step()
             scheduler.step()
             steps += 1
-            steps_taken += 1
+            counters["steps_taken"] += 1
             for name, value in {"loss": float(losses.total.detach()), **losses.terms}.items():
                 sums[name] = sums.get(name, 0.0) + value
         record.update({name: value / max(1, steps) for name, value in sums.items()})
@@ -263,8 +276,13 @@ def _train_ed2(
         return evaluate_model(model.score, valid_histories, valid_targets, config.eval_batch_size, DEFAULT_KS,
                               user_rows=valid_users).metrics
 
+    partial = None if resume is None else PartialTraining(
+        resume, training_identity(config, data, item_semantic=array_digest(item_semantic),
+                                  user_semantic=array_digest(user_semantic)),
+        {"optimizer": optimizer, "scheduler": scheduler, "batches": TorchGeneratorState(generator),
+         "user_tasks": NumpyGeneratorState(rng), "counters": counters})
     outcome = fit_with_early_stopping(model, train_epoch, validate, budget.max_epochs, config.patience,
-                                      budget.eval_every, on_epoch, name="ED2")
+                                      budget.eval_every, on_epoch, name="ED2", partial=partial)
     final = {f"final_{key}": value for kind in KINDS
              for key, value in table_stats(kind, model.code_table(kind)).items() if key.endswith("collided")}
     return ED2Result(model=model, config=config, best_epoch=outcome.best_epoch, best_valid=outcome.best_valid,

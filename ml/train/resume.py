@@ -116,14 +116,23 @@ class Counters:
         self.values = dict(state)
 
 
-def training_identity(config: Any, data: SequenceData) -> dict[str, Any]:
-    """What a partial state must match to be resumed: every field of the training config, and the data."""
+def array_digest(*arrays: np.ndarray) -> str:
+    """A short sha256 of arrays' shapes and values (what a model's frozen inputs were)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}|".encode() + array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def training_identity(config: Any, data: SequenceData, **inputs: str) -> dict[str, Any]:
+    """What a partial state must match to be resumed: every field of the training config, the data, and the
+    digests of any other frozen inputs (content vectors, code tables) by name."""
     identity = {f"config.{name}": value for name, value in asdict(config).items() if name != "device"}
-    train = hashlib.sha256()
-    for sequence in data.train:
-        train.update(np.asarray(sequence, dtype=np.int64).tobytes() + b"|")
+    train = array_digest(*(np.asarray(sequence, dtype=np.int64) for sequence in data.train))
     return {**identity, "data.dataset": data.dataset, "data.n_items": data.n_items,
-            "data.users": data.user_ids_digest(), "data.train": train.hexdigest()[:16]}
+            "data.users": data.user_ids_digest(), "data.train": train,
+            **{f"input.{name}": value for name, value in inputs.items()}}
 
 
 def differing_fields(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

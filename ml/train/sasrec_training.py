@@ -184,13 +184,14 @@ def train_sasrec(
 
 def train_sequence_model(
     model: SASRec, data: SequenceData, config: SASRecConfig, on_epoch: EpochCallback | None = None,
-    name: str = "SASRec", resume: ResumePolicy | None = None,
+    name: str = "SASRec", resume: ResumePolicy | None = None, frozen_inputs: dict[str, str] | None = None,
 ) -> SASRecResult:
     """The SASRec training loop for any model with SASRec's interface (its item table may come from content).
 
     The caller seeds torch before building `model`, so initialisation is reproducible; batches have
     their own generator from `config.seed`. With `resume`, the whole training state is saved at epoch
-    ends on its timer and a matching saved state is continued (`ml/train/resume.py`).
+    ends on its timer and a matching saved state is continued (`ml/train/resume.py`); `frozen_inputs` names the
+    digests of the model's other frozen inputs (its content vectors), which must match too.
     """
     device = torch.device(resolve_device(config.device))
     generator = torch.Generator().manual_seed(config.seed)
@@ -225,7 +226,7 @@ def train_sequence_model(
         return evaluate_model(model.score, valid_histories, valid_targets, config.eval_batch_size, DEFAULT_KS).metrics
 
     partial = None if resume is None else PartialTraining(
-        resume, training_identity(config, data),
+        resume, training_identity(config, data, **(frozen_inputs or {})),
         {"optimizer": optimizer, "scheduler": scheduler, "batches": TorchGeneratorState(generator)})
     outcome = fit_with_early_stopping(model, train_epoch, validate, budget.max_epochs, config.patience,
                                       budget.eval_every, on_epoch, name=name, partial=partial)

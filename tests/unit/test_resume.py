@@ -104,3 +104,40 @@ def test_saves_follow_the_timer_and_restore_every_part(tmp_path: Path) -> None:
     assert restored.restore(model) == {"epoch": 2} and restored.resumed_from == 2
     assert rng.random() == expected and counters["steps"] == 3
     assert differing_fields({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == ["b", "c"]
+
+
+def test_ed2_resumed_after_a_kill_equals_the_uninterrupted_run(tmp_path: Path) -> None:
+    """ED2 re-assigns its codes between epochs and samples user tasks: both carry over in the saved state."""
+    from ml.models.ed2 import ED2Config
+    from ml.train.ed2_training import train_ed2
+    from tests.unit.test_ed2 import TINY as ED2_TINY
+    from tests.unit.test_ed2 import _cycle_data as ed2_data
+    from tests.unit.test_ed2 import _semantics
+
+    config = ED2Config(**{**ED2_TINY, "max_epochs": 4, "eval_every": 2, "patience": 10})
+    uninterrupted = train_ed2(ed2_data(), *_semantics(), config)
+    policy = ResumePolicy(tmp_path / "ed2.partial.pt", every_minutes=0)
+    with pytest.raises(Killed):
+        train_ed2(ed2_data(), *_semantics(), config, on_epoch=_kill_after(3), resume=policy)
+    resumed = train_ed2(ed2_data(), *_semantics(), config, resume=policy)
+    _assert_same_weights(uninterrupted.model, resumed.model)
+    assert [record["loss"] for record in resumed.history] == [record["loss"] for record in uninterrupted.history]
+
+
+def test_other_content_vectors_are_refused(tmp_path: Path) -> None:
+    """Content-SASRec's content is part of its weights: a state saved over other vectors must not be resumed."""
+    from ml.models.content_sasrec import ContentSASRecConfig
+    from ml.train.content_sasrec_training import train_content_sasrec
+
+    data = _cycle_data()
+    config = ContentSASRecConfig(hidden_dim=16, n_layers=1, n_heads=1, max_len=8, max_epochs=3, eval_every=1,
+                                 patience=10, max_steps=None, eval_every_steps=None, batch_size=16, device="cpu",
+                                 popularity_adjustment="none")
+    content = np.random.default_rng(0).normal(size=(data.n_items, 8)).astype(np.float32)
+    policy = ResumePolicy(tmp_path / "content.partial.pt", every_minutes=0)
+    with pytest.raises(Killed):
+        train_content_sasrec(data, content, config, on_epoch=_kill_after(1), resume=policy)
+    with pytest.raises(ResumeMismatch, match=r"input\.content"):
+        train_content_sasrec(data, content + 1.0, config, resume=policy)
+    resumed = train_content_sasrec(data, content, config, resume=policy)
+    assert len(resumed.history) == 3
