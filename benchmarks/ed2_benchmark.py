@@ -19,11 +19,12 @@ import argparse
 import logging
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.training_benchmark import _overrides, report_run, trained_split
+from benchmarks.training_benchmark import _overrides, report_run, resume_policy, trained_split
 from ml.data.semantic_vectors import read_llm_semantics
 from ml.evaluate.ranking import evaluate_protocols
 from ml.models.ed2 import ED2
@@ -69,6 +70,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="Override an ED2TrainingConfig field for every run.")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--resume-dir", type=Path, default=None,
+                        help="save each run's whole training state here and continue a killed run from it")
+    parser.add_argument("--checkpoint-every-minutes", type=float, default=10.0)
     parser.add_argument("--out", default=None, help="Append one JSON line per run to this file.")
     args = parser.parse_args()
     data = trained_split(args.dataset, args.threads)
@@ -78,7 +82,8 @@ def main() -> None:
         config = ED2TrainingConfig(**{**base_settings, **RUNS[label]})
         semantics = read_llm_semantics(data_dir() / "embeddings", data, config.user_source)
         started = time.perf_counter()
-        result = train_ed2(data, semantics.items, semantics.users, config.ed2())
+        resume = resume_policy(args.resume_dir, data.dataset, f"ed2-{label}", args.checkpoint_every_minutes)
+        result = train_ed2(data, semantics.items, semantics.users, config.ed2(), resume=resume)
         wall = time.perf_counter() - started
         both = evaluate_protocols(result.model.score, histories, targets, config.eval_batch_size,
                                   user_rows=np.arange(data.n_users))

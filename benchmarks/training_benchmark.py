@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import statistics
 import sys
 import time
@@ -51,6 +52,7 @@ from ml.train.content_sasrec_training import train_content_sasrec
 from ml.train.eager_training import train_eager
 from ml.train.learn_training import train_learn
 from ml.train.presets import TRAINING_PRESETS
+from ml.train.resume import ResumePolicy
 from ml.train.sasrec_training import train_sasrec
 from orchestration.assets.generative import STREAM_SOURCES, EAGERTrainingConfig
 from orchestration.assets.training import (
@@ -134,8 +136,18 @@ def _content(data: SequenceData, source: str) -> np.ndarray:
     return np.asarray(stored.vectors)
 
 
-def _train(spec: RunSpec, data: SequenceData, preset: str) -> tuple[torch.nn.Module, list[dict[str, float]], dict]:
-    """Train one run; returns (model in eval mode, per-epoch history, settings used)."""
+def resume_policy(resume_dir: Path | None, dataset: str, label: str, every_minutes: float) -> ResumePolicy | None:
+    """A run's partial-training file under `resume_dir` (None: no checkpointing), named by dataset and label."""
+    if resume_dir is None:
+        return None
+    slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "run"
+    return ResumePolicy(resume_dir / dataset / f"{slug}.pt", every_minutes)
+
+
+def _train(spec: RunSpec, data: SequenceData, preset: str, resume: ResumePolicy | None = None,
+           ) -> tuple[torch.nn.Module, list[dict[str, float]], dict]:
+    """Train one run (saving and continuing its state under `resume`); returns (model in eval mode, per-epoch
+    history, settings used)."""
     if spec.model == "popularity":
         return PopularityModel.fit(data.train, data.n_items), [], {}
     asset, config_class = ASSETS[spec.model]
@@ -146,12 +158,12 @@ def _train(spec: RunSpec, data: SequenceData, preset: str) -> tuple[torch.nn.Mod
         with duckdb.connect(warehouse_path(), read_only=True) as con:
             streams, provenance = read_stream_codes(con, data_dir() / "embeddings", data.dataset, data.item_ids,
                                                     sources)
-        result = train_eager(data, streams, library_config)
+        result = train_eager(data, streams, library_config, resume=resume)
         return result.model, result.history, {**config.model_dump(), **provenance, "best_epoch": result.best_epoch}
     if spec.model == "sasrec":
-        result = train_sasrec(data, config.sasrec())
+        result = train_sasrec(data, config.sasrec(), resume=resume)
     elif spec.model == "content_sasrec":
-        result = train_content_sasrec(data, _content(data, config.content), config.content_sasrec())
+        result = train_content_sasrec(data, _content(data, config.content), config.content_sasrec(), resume=resume)
     else:
         result = train_learn(data, _content(data, config.content), config.learn())
     return result.model, result.history, {**config.model_dump(), "best_epoch": result.best_epoch,
@@ -164,10 +176,11 @@ def _slices(ranks: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, dict[s
     return {name: metrics for name, metrics in slice_metrics(ranks, masks).items() if name in SLICES}
 
 
-def _measure(spec: RunSpec, data: SequenceData, preset: str, slice_config: SliceConfig) -> dict[str, Any]:
+def _measure(spec: RunSpec, data: SequenceData, preset: str, slice_config: SliceConfig,
+             resume: ResumePolicy | None = None) -> dict[str, Any]:
     """Train, then score validation and test once (both protocols, slices); one JSON-ready record."""
     started = time.perf_counter()
-    model, history, settings = _train(spec, data, preset)
+    model, history, settings = _train(spec, data, preset, resume)
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
     with model.cached_items() if isinstance(model, LEARN) else nullcontext():
@@ -254,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eager-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override an EAGERTrainingConfig field (streams=semantic, stt_weight=0, beam_size=...)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--resume-dir", type=Path, default=None,
+                        help="save each run's whole training state here (<dir>/<dataset>/<label>.pt) and continue "
+                             "a killed run from it when rerun with the same arguments (SASRec, Content-SASRec, EAGER)")
+    parser.add_argument("--checkpoint-every-minutes", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=None, help="append one JSON line per run to this file")
     parser.add_argument("--table", type=Path, nargs="+", default=None,
                         help="print the table of runs recorded in these --out files, train nothing")
@@ -270,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         data = load_sequences(con, args.dataset)
     records: list[dict[str, Any]] = []
     for spec in _specs(args):
-        record = _measure(spec, data, args.preset, SliceConfig())
+        record = _measure(spec, data, args.preset, SliceConfig(),
+                          resume_policy(args.resume_dir, data.dataset, spec.label, args.checkpoint_every_minutes))
         records.append(record)
         logger.info("%s: test %s", spec.label, {k: round(v, 4) for k, v in record["test"].items()})
         if args.out:

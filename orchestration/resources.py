@@ -120,6 +120,10 @@ class ArtifactStoreResource(dg.ConfigurableResource):
         """Trained models: <root>/checkpoints/<dataset>/<model>/<version>/ (see ml/models/checkpoints.py)."""
         return Path(self.root) / "checkpoints"
 
+    def partial_training_path(self, dataset: str, model: str) -> Path:
+        """A training run's resumable state while it trains: <root>/partial_training/<dataset>/<model>.pt."""
+        return Path(self.root) / "partial_training" / dataset / f"{model}.pt"
+
     def results_root(self) -> Path:
         """Evaluation results: <root>/results/<dataset>/results.json and the recall curve plot."""
         return Path(self.root) / "results"

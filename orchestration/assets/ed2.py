@@ -24,14 +24,14 @@ from ml.tracking.training_runs import TrainingOutcome
 from ml.train.early_stopping import EpochCallback
 from ml.train.ed2_training import tiny_backbone, train_ed2
 from orchestration.assets.embeddings import item_llm_embeddings, item_text_embeddings, profile_embeddings
-from orchestration.assets.training import USER_SEQUENCES, load_split, train_tracked
+from orchestration.assets.training import RESUME_FIELDS, USER_SEQUENCES, ResumeSettings, load_split, train_tracked
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
 
 ED2_MODEL = "ed2"
 
 
-class ED2TrainingConfig(dg.Config):
+class ED2TrainingConfig(ResumeSettings):
     """ED2 settings. The defaults are the quick CPU preset: the `tiny` backbone under a step budget.
 
     Quick: 300 optimizer steps (a quarter of a Beauty epoch), warm-up 50, codes re-assigned every 100
@@ -100,7 +100,7 @@ class ED2TrainingConfig(dg.Config):
 
     def ed2(self) -> ED2Config:
         """The equivalent library config."""
-        return ED2Config(**self.model_dump(exclude={"user_source"}))
+        return ED2Config(**self.model_dump(exclude={"user_source", *RESUME_FIELDS}))
 
 
 def read_semantics(artifacts: ArtifactStoreResource, data: SequenceData, user_source: UserSource) -> SemanticVectors:
@@ -128,7 +128,7 @@ def ed2_model(
 
     def train(on_epoch: EpochCallback) -> TrainingOutcome:
         result = train_ed2(data, semantics.items, semantics.users, library_config, on_epoch=on_epoch,
-                           backbone=backbone)
+                           backbone=backbone, resume=config.resume_policy(artifacts, data.dataset, ED2_MODEL))
         return TrainingOutcome.of(result, extra=provenance,
                                   artifact_texts=code_tables_csv(result.model, data.item_ids, data.user_ids))
 

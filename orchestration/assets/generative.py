@@ -21,7 +21,7 @@ from ml.train.early_stopping import EpochCallback
 from orchestration.assets.behaviour import ITEM_BEHAVIOUR
 from orchestration.assets.codes import behaviour_codes, semantic_codes
 from orchestration.assets.embeddings import ITEM_TEXT
-from orchestration.assets.training import USER_SEQUENCES, load_split, train_tracked
+from orchestration.assets.training import RESUME_FIELDS, USER_SEQUENCES, ResumeSettings, load_split, train_tracked
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
 
@@ -33,7 +33,7 @@ STREAM_SOURCES: dict[str, tuple[str, str]] = {
 }
 
 
-class EAGERTrainingConfig(dg.Config):
+class EAGERTrainingConfig(ResumeSettings):
     """EAGER settings: the paper's shape (hidden 128, 1 encoder and 4 decoder layers, lambda_1 = lambda_2 = 1).
 
     The defaults are the quick preset, sized for the cold `make run` on 2 CPU cores: the paper's
@@ -89,7 +89,7 @@ class EAGERTrainingConfig(dg.Config):
 
     def eager(self) -> EAGERConfig:
         """The equivalent library config."""
-        return EAGERConfig(**self.model_dump())
+        return EAGERConfig(**self.model_dump(exclude=RESUME_FIELDS))
 
 
 @dg.asset(deps=[USER_SEQUENCES, semantic_codes, behaviour_codes], group_name="training",
@@ -111,6 +111,8 @@ def eager_model(
                          "materialize behaviour_embeddings and item_text_embeddings first") from missing
 
     def train(on_epoch: EpochCallback) -> TrainingOutcome:
-        return TrainingOutcome.of(train_eager(data, streams, library_config, on_epoch=on_epoch), extra=provenance)
+        resume = config.resume_policy(artifacts, data.dataset, EAGER)
+        return TrainingOutcome.of(train_eager(data, streams, library_config, on_epoch=on_epoch, resume=resume),
+                                  extra=provenance)
 
     return train_tracked(context, mlflow, artifacts, data, EAGER, {**asdict(library_config), **provenance}, train)

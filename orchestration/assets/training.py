@@ -36,6 +36,7 @@ from ml.tracking.training_runs import RunPlace, TrainingOutcome, track_training
 from ml.train.content_sasrec_training import train_content_sasrec
 from ml.train.early_stopping import EpochCallback
 from ml.train.learn_training import train_learn
+from ml.train.resume import ResumePolicy
 from ml.train.sasrec_training import train_sasrec
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.embeddings import (
@@ -57,7 +58,25 @@ ContentSource = Literal["item_text", "item_llm", "item_profile"]
 CONTENT_SETS: dict[str, str] = {"item_text": ITEM_TEXT, "item_llm": ITEM_LLM, "item_profile": ITEM_PROFILE}
 
 
-class SASRecTrainingConfig(dg.Config):
+class ResumeSettings(dg.Config):
+    """Whole-state checkpoints on a timer, so a killed training run continues where it stopped."""
+
+    resume: bool = Field(default=True, description="Continue from the partial training state a killed run left, "
+                         "when its config and data match (else the run fails, naming what differs).")
+    checkpoint_every_minutes: float = Field(default=10.0, ge=0, description="Save the whole training state at the "
+                                            "first epoch end after this many minutes (0 = every epoch).")
+
+    def resume_policy(self, artifacts: ArtifactStoreResource, dataset: str, model: str) -> ResumePolicy:
+        """Where and how often this model's partial state is kept for `dataset`."""
+        return ResumePolicy(artifacts.partial_training_path(dataset, model), self.checkpoint_every_minutes,
+                            self.resume)
+
+
+# The ResumeSettings fields are the asset's, not the model's: the library configs never see them.
+RESUME_FIELDS = frozenset(ResumeSettings.model_fields)
+
+
+class SASRecTrainingConfig(ResumeSettings):
     """SASRec settings (the ID-only baseline; its item table also feeds the behaviour codes).
 
     The defaults are the quick preset: the reference recipe with token-budget batches (`positions`:
@@ -104,7 +123,7 @@ class SASRecTrainingConfig(dg.Config):
 
     def sasrec(self) -> SASRecConfig:
         """The equivalent library config."""
-        return SASRecConfig(**self.model_dump())
+        return SASRecConfig(**self.model_dump(exclude=RESUME_FIELDS))
 
 
 class ContentSASRecTrainingConfig(SASRecTrainingConfig):
@@ -132,7 +151,7 @@ class ContentSASRecTrainingConfig(SASRecTrainingConfig):
 
     def content_sasrec(self) -> ContentSASRecConfig:
         """The equivalent library config."""
-        return ContentSASRecConfig(**self.model_dump(exclude={"content"}))
+        return ContentSASRecConfig(**self.model_dump(exclude={"content", *RESUME_FIELDS}))
 
 
 class LEARNTrainingConfig(dg.Config):
@@ -244,8 +263,10 @@ def sasrec_model(
     data = load_split(warehouse, context.partition_key)
     library_config = config.sasrec()
 
+    resume = config.resume_policy(artifacts, data.dataset, SASREC)
+
     def train(on_epoch: EpochCallback) -> TrainingOutcome:
-        return TrainingOutcome.of(train_sasrec(data, library_config, on_epoch=on_epoch))
+        return TrainingOutcome.of(train_sasrec(data, library_config, on_epoch=on_epoch, resume=resume))
 
     return train_tracked(context, mlflow, artifacts, data, SASREC, asdict(library_config), train)
 
@@ -290,4 +311,6 @@ def content_sasrec_model(
     """Content-SASRec: SASRec over an item table fused with frozen LLM-derived content (epoch chosen on validation)."""
     return _train_on_content(
         context, warehouse, artifacts, mlflow, CONTENT_SASREC, config.content, config.content_sasrec(),
-        lambda data, vectors, cfg, on_epoch: train_content_sasrec(data, vectors, cfg, on_epoch=on_epoch))
+        lambda data, vectors, cfg, on_epoch: train_content_sasrec(
+            data, vectors, cfg, on_epoch=on_epoch,
+            resume=config.resume_policy(artifacts, data.dataset, CONTENT_SASREC)))
