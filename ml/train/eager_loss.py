@@ -13,6 +13,8 @@
 - STT recognition: a random `replace_ratio` of the tokens (at least one) swapped for another code of
   the same level makes the negative; the CLS output's logit says match (the true path) or not, by
   binary cross-entropy over one positive and one negative per example.
+- STT runs on a random `stt_row_share` of each batch's examples (all of them by default), its sums
+  scaled by the inverse share, so the term keeps its expected size at a fraction of its cost.
 
 Every example weighs the same whatever batch it lands in: each term is a sum over the batch's
 examples divided by the nominal batch size, not the batch's own size.
@@ -20,6 +22,7 @@ examples divided by the nominal batch size, not the batch's own size.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -91,6 +94,14 @@ def _transfer_losses(model: EAGER, behaviour_tokens: torch.Tensor, semantic_summ
     return reconstruction, recognition
 
 
+def stt_rows(batch: int, share: float, generator: torch.Generator) -> torch.Tensor:
+    """The batch rows STT runs on: all of them at share 1, else a random ceil(share x batch) of them, in order."""
+    if share >= 1.0:
+        return torch.arange(batch)
+    count = max(1, math.ceil(share * batch))
+    return torch.randperm(batch, generator=generator)[:count].sort().values
+
+
 def eager_losses(model: EAGER, histories: torch.Tensor, targets: torch.Tensor, nominal_batch: int,
                  generator: torch.Generator) -> EAGERLosses:
     """The weighted loss of one batch of (left-padded histories (batch, L), target item indices (batch,))."""
@@ -125,8 +136,12 @@ def eager_losses(model: EAGER, histories: torch.Tensor, targets: torch.Tensor, n
                 terms[f"gct_nce_{stream}"] = contrast
                 total = total + config.gct_contrastive_weight * contrast
     if model.transfer is not None:
-        reconstruction, recognition = _transfer_losses(model, model.item_tokens("behaviour", targets),
-                                                       summaries["semantic"], generator)
+        rows = stt_rows(len(targets), config.stt_row_share, generator).to(targets.device)
+        reconstruction, recognition = _transfer_losses(model, model.item_tokens("behaviour", targets[rows]),
+                                                       summaries["semantic"][rows], generator)
+        # Scaled up from the subset, so the term weighs what it would over every example (in expectation).
+        scale = len(targets) / len(rows)
+        reconstruction, recognition = reconstruction * scale, recognition * scale
         terms["stt_reconstruction"], terms["stt_recognition"] = reconstruction, recognition
         total = total + config.stt_weight * (reconstruction + recognition)
     return EAGERLosses(total=total / nominal_batch,

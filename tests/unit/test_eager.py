@@ -21,7 +21,7 @@ from ml.models.eager import (
     unit_rms,
 )
 from ml.models.sasrec import left_pad
-from ml.train.eager_loss import _random_subset, _transfer_losses, eager_losses
+from ml.train.eager_loss import _random_subset, _transfer_losses, eager_losses, stt_rows
 from ml.train.eager_training import next_item_examples, train_eager
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -239,3 +239,21 @@ def test_rank_candidates_drops_empty_slots_and_keeps_ties_in_order() -> None:
     assert candidates.tolist() == [[3, 1, 5], [2, 4, -1]]
     scores = np.array([[-1.0, -0.5, -1.0], [-2.0, -3.0, -np.inf]], dtype=np.float32)
     assert rank_candidates(candidates, scores) == [[(1, -0.5), (3, -1.0), (5, -1.0)], [(2, -2.0), (4, -3.0)]]
+
+
+def test_stt_on_a_share_of_the_rows_scales_its_sums_back_up() -> None:
+    generator = torch.Generator().manual_seed(0)
+    rows = stt_rows(32, 0.25, generator)
+    assert len(rows) == 8 and rows.tolist() == sorted(set(rows.tolist()))
+    assert stt_rows(5, 1.0, generator).tolist() == [0, 1, 2, 3, 4] and len(stt_rows(5, 0.01, generator)) == 1
+    # A share of the rows: the generation terms are untouched, the STT terms computed and finite.
+    torch.manual_seed(0)
+    model = EAGER(N_ITEMS, _streams(), EAGERConfig(**{**TINY, "stt_row_share": 0.5}))
+    histories, targets = next_item_examples(_cycle_data(n_users=4).train, TINY["max_len"])
+    half = eager_losses(model, histories[:4], targets[:4], 4, torch.Generator().manual_seed(1))
+    model.config = EAGERConfig(**{**TINY, "stt_row_share": 1.0})
+    every = eager_losses(model, histories[:4], targets[:4], 4, torch.Generator().manual_seed(1))
+    assert half.terms["gen_semantic"] == every.terms["gen_semantic"]
+    assert np.isfinite(half.terms["stt_reconstruction"]) and half.terms["stt_recognition"] > 0
+    with pytest.raises(ValueError, match="stt_row_share"):
+        EAGERConfig(stt_row_share=0.0)
