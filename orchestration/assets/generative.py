@@ -61,6 +61,8 @@ class EAGERTrainingConfig(ResumeSettings):
     stt_layers: int = 1
     mask_ratio: float = 0.5
     replace_ratio: float = 0.5
+    stt_row_share: float = Field(default=1.0, description="Share of each batch's examples STT runs on (its sums "
+                                 "scaled back up); below 1 saves part of STT's cost.")
     beam_size: int = Field(default=10, description="Beam per stream; the merged ranking holds up to twice this "
                            "(20 in the converged preset).")
     merge: MergeRule = Field(default="confidence", description="confidence = the beams merged by each item's own "
