@@ -29,16 +29,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HierarchicalKMeansConfig:
-    """Settings of the hierarchical clustering.
+    """Settings of the hierarchical clustering."""
 
-    The defaults are EAGER's released code (k = 128, balanced): every child of a node holds at most
-    ceil(n / k) items, so a catalogue of up to k^2 items gets exactly two levels (12,101 Beauty items:
-    at most 95 per first-level cluster) and a larger one the fewest levels that hold it (18,357 items
-    need three). Plain k-means (`balanced=False`) and other k stay configurable, for the ablation.
-    """
-
-    branching: int = 128
-    balanced: bool = True
+    branching: int = 256
+    balanced: bool = False
     niter: int = 20
     seed: int = 0
 

@@ -6,7 +6,6 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
 
 from ml.codes.hierarchical_kmeans import HierarchicalKMeansConfig, hierarchical_codes
 from ml.data.embedding_store import read_embeddings
@@ -18,11 +17,10 @@ from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, Warehous
 
 
 class CodesConfig(dg.Config):
-    """Hierarchical k-means settings; the defaults are EAGER's released code (`HierarchicalKMeansConfig`)."""
+    """Hierarchical k-means settings (EAGER uses k = 256 children per node)."""
 
-    branching: int = Field(default=HierarchicalKMeansConfig.branching, description="Children per node (k).")
-    balanced: bool = Field(default=HierarchicalKMeansConfig.balanced, description="At most ceil(n / k) items per "
-                           "child: two levels up to k^2 items, else the fewest that hold them (false = plain k-means).")
+    branching: int = 256
+    balanced: bool = False
     seed: int = 0
 
 

@@ -34,11 +34,9 @@ def test_codes_are_deterministic_for_a_seed() -> None:
 
 def test_identical_embeddings_are_still_told_apart() -> None:
     points = np.vstack([np.ones((300, 4)), _clustered(200, dim=4)]).astype(np.float32)
-    codes = hierarchical_codes(points, HierarchicalKMeansConfig(branching=4, balanced=False))
+    codes = hierarchical_codes(points, HierarchicalKMeansConfig(branching=4))
     assert not codes.shared_codes()
-    assert codes.forced_splits > 0  # plain k-means puts them in one child: the collision policy cuts it
-    # Balanced assignment spreads them by capacity, so they are told apart without a forced cut.
-    assert not hierarchical_codes(points, HierarchicalKMeansConfig(branching=4, balanced=True)).shared_codes()
+    assert codes.forced_splits > 0
 
 
 def test_balanced_kmeans_caps_every_child() -> None:
@@ -46,8 +44,7 @@ def test_balanced_kmeans_caps_every_child() -> None:
     codes = hierarchical_codes(points, HierarchicalKMeansConfig(branching=10, balanced=True))
     root_sizes = Counter(int(code) for code in codes.codes[:, 0])
     assert max(root_sizes.values()) <= 100 and len(root_sizes) == 10
-    plain = Counter(int(c) for c in hierarchical_codes(
-        points, HierarchicalKMeansConfig(branching=10, balanced=False)).codes[:, 0])
+    plain = Counter(int(c) for c in hierarchical_codes(points, HierarchicalKMeansConfig(branching=10)).codes[:, 0])
     assert max(plain.values()) > 100  # the clustered data is uneven, so the cap is doing something
 
 
@@ -62,12 +59,3 @@ def test_small_sets_take_one_level() -> None:
 def test_bad_embeddings_are_rejected(bad: np.ndarray) -> None:
     with pytest.raises(ValueError):
         hierarchical_codes(bad)
-
-
-def test_the_default_shape_takes_the_fewest_levels() -> None:
-    """Balanced, as the defaults: k^2 items fit in two levels, one more item needs a third (k = 8 here)."""
-    assert HierarchicalKMeansConfig().balanced and HierarchicalKMeansConfig().branching == 128
-    two = hierarchical_codes(_clustered(64, seed=2), HierarchicalKMeansConfig(branching=8, balanced=True))
-    assert two.depth == 2 and (two.lengths == 2).all()
-    three = hierarchical_codes(_clustered(65, seed=2), HierarchicalKMeansConfig(branching=8, balanced=True))
-    assert three.depth == 3
