@@ -327,7 +327,8 @@ class EAGER(nn.Module):
                 return merge_by_confidence(beams)
             candidates = union_of_beams(beams)
             totals = sum(self.path_log_probs(stream, memory, padding, candidates) for stream in self.decoders)
-            return rank_candidates(candidates, totals)
+            # One "beam" of the union, ranked by the summed scores: the confidence merge's ordering and -1 handling.
+            return merge_by_confidence([BeamResult(items=candidates, log_probs=totals)])
         finally:
             self.train(was_training)
 
@@ -371,15 +372,6 @@ def union_of_beams(beams: list[BeamResult]) -> np.ndarray:
         rows.append(seen)
     width = max(1, max(len(row) for row in rows))
     return np.array([row + [-1] * (width - len(row)) for row in rows], dtype=np.int64)
-
-
-def rank_candidates(candidates: np.ndarray, scores: np.ndarray) -> list[list[tuple[int, float]]]:
-    """Per user, the candidate items by score, best first (ties: the earlier candidate); -1 slots dropped."""
-    ranked = []
-    for items, values in zip(candidates, scores, strict=True):
-        order = np.argsort(-values, kind="stable")
-        ranked.append([(int(items[i]), float(values[i])) for i in order if items[i] >= 0])
-    return ranked
 
 
 def decoder_inputs(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

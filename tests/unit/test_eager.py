@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from ml.codes.trie import CLS, END, MASK, N_SPECIAL, PAD, SOS, SUMMARY, BeamResult, constrained_beam_search
+from ml.codes.trie import (
+    CLS,
+    END,
+    MASK,
+    N_SPECIAL,
+    PAD,
+    SOS,
+    SUMMARY,
+    BeamResult,
+    constrained_beam_search,
+    merge_by_confidence,
+)
 from ml.data.sequences import SequenceData
 from ml.evaluate.ranking import evaluate_model
 from ml.models.checkpoints import load_checkpoint, save_checkpoint, supports_retrieval
@@ -16,7 +27,6 @@ from ml.models.eager import (
     EAGERConfig,
     StreamCodes,
     decoder_inputs,
-    rank_candidates,
     union_of_beams,
     unit_rms,
 )
@@ -221,7 +231,7 @@ def test_path_log_probs_are_the_beam_scores_and_rerank_sums_the_streams() -> Non
     reranked = EAGER.__new__(EAGER)  # the trained model, its merge rule switched
     reranked.__dict__ = {**model.__dict__, "config": EAGERConfig(**{**TINY, "merge": "rerank"})}
     ranked = reranked.recommend(histories, beam_size=4)
-    expected = rank_candidates(candidates, totals)
+    expected = merge_by_confidence([BeamResult(items=candidates, log_probs=totals)])
     assert [[item for item, _ in row] for row in ranked] == [[item for item, _ in row] for row in expected]
     assert [score for row in ranked for _, score in row] == pytest.approx(
         [score for row in expected for _, score in row], abs=1e-4)
@@ -232,13 +242,14 @@ def test_path_log_probs_are_the_beam_scores_and_rerank_sums_the_streams() -> Non
         EAGERConfig(merge="vote")
 
 
-def test_rank_candidates_drops_empty_slots_and_keeps_ties_in_order() -> None:
+def test_the_union_ranked_by_its_scores_drops_empty_slots_and_keeps_ties_in_order() -> None:
     beams = [BeamResult(items=np.array([[3, 1], [2, -1]]), log_probs=np.zeros((2, 2), np.float32)),
              BeamResult(items=np.array([[1, 5], [2, 4]]), log_probs=np.zeros((2, 2), np.float32))]
     candidates = union_of_beams(beams)
     assert candidates.tolist() == [[3, 1, 5], [2, 4, -1]]
     scores = np.array([[-1.0, -0.5, -1.0], [-2.0, -3.0, -np.inf]], dtype=np.float32)
-    assert rank_candidates(candidates, scores) == [[(1, -0.5), (3, -1.0), (5, -1.0)], [(2, -2.0), (4, -3.0)]]
+    assert merge_by_confidence([BeamResult(items=candidates, log_probs=scores)]) == [
+        [(1, -0.5), (3, -1.0), (5, -1.0)], [(2, -2.0), (4, -3.0)]]
 
 
 def test_stt_on_a_share_of_the_rows_scales_its_sums_back_up() -> None:
