@@ -5,15 +5,21 @@ token by token. This module holds what such models share:
 
 - `CodeVocabulary`: code c at level l is token `n_special + l * branching + c`, so a decoder knows the
   level of every token; every path ends with the `END` token, so paths of different depths are
-  told apart (a prefix of one path is never mistaken for another item).
+  told apart (a prefix of one path is never mistaken for another item). With `n_parent_blocks`
+  (`per_parent_vocabulary`), the children of every node that holds a leaf get a block of
+  `branching` tokens of their own, as in EAGER's released code (token `c1 * k + c2` at the second
+  level): the last token names its item, so no END is needed, and its softmax runs over the
+  parent's children only (`ChildBlocks`).
 - `CodeTrie`: the token paths of the real items as a prefix trie in CSR arrays (children of a node
-  sorted by token), so masks of the allowed next tokens and child lookups are vectorised.
+  sorted by token), so masks of the allowed next tokens and child lookups are vectorised. A path
+  ends at its END token or, without one, at its last token.
 - `constrained_beam_search`: beam search in which every step may only extend a prefix of a real
   item's path, so every returned path is an item. The model's next-token distribution is
   renormalised over the allowed tokens, so a path's score is the log-probability of its item under
   the constrained model (comparable across streams, each a distribution over the same items), and
-  forced moves cost nothing. Finished beams (after END) keep their score and compete with unfinished
-  ones on total log-probability, the usual rule for variable-length beams.
+  forced moves cost nothing. Finished beams (at a leaf) keep their score and compete with unfinished
+  ones on total log-probability, the usual rule for variable-length beams. With `ChildBlocks`, the
+  search scores only each node's block of `branching` slots instead of the whole vocabulary.
 """
 
 from __future__ import annotations
@@ -30,36 +36,88 @@ N_SPECIAL = 6
 
 @dataclass(frozen=True)
 class CodeVocabulary:
-    """Token ids of code paths: special tokens first, then `depth` levels of `branching` codes each."""
+    """Token ids of code paths: special tokens first, `depth` levels of `branching` codes, then per-parent blocks.
+
+    With `n_parent_blocks` = 0 every code is its level's token and paths end with END. Above 0 the
+    vocabulary comes from `per_parent_vocabulary`: the nodes that hold a leaf have their own block.
+    """
 
     branching: int
     depth: int
+    n_parent_blocks: int = 0
 
     @property
     def size(self) -> int:
         """Number of token ids (special tokens included)."""
+        return self.parent_base + self.n_parent_blocks * self.branching
+
+    @property
+    def parent_base(self) -> int:
+        """Token id of the first per-parent block's slot 0 (the end of the level blocks)."""
         return N_SPECIAL + self.depth * self.branching
 
+    @property
+    def per_parent(self) -> bool:
+        """Whether the nodes that hold a leaf have blocks of their own (and paths carry no END)."""
+        return self.n_parent_blocks > 0
+
     def item_tokens(self, codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """(n_items, depth + 1) int64 token paths: the codes as tokens, END after the last, PAD after that."""
-        codes = np.asarray(codes, dtype=np.int64)
-        lengths = np.asarray(lengths, dtype=np.int64)
-        if codes.ndim != 2 or codes.shape[1] > self.depth or len(codes) != len(lengths):
-            raise ValueError(f"codes must be (n_items, <= {self.depth}) with one length per item")
-        if (lengths < 1).any() or (lengths > codes.shape[1]).any():
-            raise ValueError("every item needs a code path of 1..depth codes")
+        """(n_items, depth + 1) int64 token paths: the codes as tokens, END after the last (shared levels
+        only), PAD after that; the last column is END or PAD."""
+        codes, lengths, inside = _checked_codes(codes, lengths, self.branching, self.depth)
         level = np.arange(codes.shape[1])[None, :]
-        inside = level < lengths[:, None]
-        if (codes[inside] < 0).any() or (codes[inside] >= self.branching).any():
-            raise ValueError(f"codes must lie in 0..{self.branching - 1}")
         tokens = np.full((len(codes), self.depth + 1), PAD, dtype=np.int64)
         tokens[:, : codes.shape[1]] = np.where(inside, N_SPECIAL + level * self.branching + codes, PAD)
-        tokens[np.arange(len(codes)), lengths] = END
+        if not self.per_parent:
+            tokens[np.arange(len(codes)), lengths] = END
+            return tokens
+        blocks = _parent_blocks(codes, lengths)
+        if len(blocks) != self.n_parent_blocks:
+            raise ValueError(f"these codes have {len(blocks)} nodes holding a leaf, the vocabulary "
+                             f"{self.n_parent_blocks}")
+        for item, length in enumerate(lengths):
+            path = tuple(int(code) for code in codes[item, :length])
+            for level in range(length):
+                block = blocks.get(path[:level])
+                if block is not None:
+                    tokens[item, level] = self.parent_base + block * self.branching + path[level]
         return tokens
 
 
+def _checked_codes(codes: np.ndarray, lengths: np.ndarray, branching: int,
+                   depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, lengths, inside-the-path mask) as int64, or a ValueError naming what is wrong."""
+    codes = np.asarray(codes, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if codes.ndim != 2 or codes.shape[1] > depth or len(codes) != len(lengths):
+        raise ValueError(f"codes must be (n_items, <= {depth}) with one length per item")
+    if (lengths < 1).any() or (lengths > codes.shape[1]).any():
+        raise ValueError("every item needs a code path of 1..depth codes")
+    inside = np.arange(codes.shape[1])[None, :] < lengths[:, None]
+    if (codes[inside] < 0).any() or (codes[inside] >= branching).any():
+        raise ValueError(f"codes must lie in 0..{branching - 1}")
+    return codes, lengths, inside
+
+
+def _parent_blocks(codes: np.ndarray, lengths: np.ndarray) -> dict[tuple[int, ...], int]:
+    """Block number of every node that holds a leaf (its code prefix), in sorted prefix order (deterministic)."""
+    parents = {tuple(int(code) for code in codes[item, : length - 1]) for item, length in enumerate(lengths)}
+    return {prefix: block for block, prefix in enumerate(sorted(parents))}
+
+
+def per_parent_vocabulary(codes: np.ndarray, lengths: np.ndarray, branching: int) -> CodeVocabulary:
+    """The vocabulary in which every node holding a leaf has its own block of `branching` child tokens.
+
+    A node's children all live in one block (`ChildBlocks`): the level's shared block when none of
+    them is a leaf, else the node's own. For two-level codes this is EAGER's released layout: one
+    token per (first code, second code) slot, k^2 in all.
+    """
+    codes, lengths, _ = _checked_codes(codes, lengths, branching, np.asarray(codes).shape[1])
+    return CodeVocabulary(branching, codes.shape[1], len(_parent_blocks(codes, lengths)))
+
+
 class CodeTrie:
-    """Prefix trie of item token paths (each ending in END); node 0 is the root, leaves name items."""
+    """Prefix trie of item token paths (each ending at END, or at its last token); leaves name items (root: 0)."""
 
     def __init__(self, tokens: np.ndarray, vocab_size: int) -> None:
         tokens = np.asarray(tokens, dtype=np.int64)
@@ -71,7 +129,7 @@ class CodeTrie:
                 if token == PAD:
                     break
                 if node in leaf_item:
-                    raise ValueError(f"item {item}'s path continues past another item's END")
+                    raise ValueError(f"item {item}'s path continues past item {leaf_item[node]}'s end")
                 child = children[node].get(int(token))
                 if child is None:
                     child = len(children)
@@ -80,10 +138,12 @@ class CodeTrie:
                 node = child
                 if token == END:
                     break
-            else:
-                raise ValueError(f"item {item}'s token path has no END")
+            if node == 0:
+                raise ValueError(f"item {item} has an empty token path")
             if node in leaf_item:
                 raise ValueError(f"items {leaf_item[node]} and {item} share the code path {path.tolist()}")
+            if children[node]:
+                raise ValueError(f"item {item}'s path {path.tolist()} is a prefix of another item's")
             leaf_item[node] = item
         self.vocab_size = vocab_size
         self.n_nodes = len(children)
@@ -130,6 +190,39 @@ class CodeTrie:
         """Whether each node is the end of an item's path."""
         return self.item_of_node[np.asarray(nodes, dtype=np.int64)] >= 0
 
+    def child_blocks(self, branching: int) -> ChildBlocks:
+        """Each node's block of `branching` slots (the token of slot s is base + s) and the slots its children hold.
+
+        Raises unless every node's children are code tokens of one block, as `per_parent_vocabulary` makes them.
+        """
+        counts = self.offsets[1:] - self.offsets[:-1]
+        if (self.child_tokens < N_SPECIAL).any():
+            raise ValueError("child blocks need paths of code tokens only (no END): use per_parent_vocabulary")
+        slots = (self.child_tokens - N_SPECIAL) % branching
+        edge_bases = self.child_tokens - slots
+        owners = np.repeat(np.arange(self.n_nodes), counts)
+        base = np.full(self.n_nodes, -1, dtype=np.int64)
+        base[owners] = edge_bases  # any edge's; checked below
+        if (base[owners] != edge_bases).any():
+            node = int(owners[np.flatnonzero(base[owners] != edge_bases)[0]])
+            raise ValueError(f"trie node {node}'s children lie in more than one block of {branching} tokens")
+        mask = torch.zeros(self.n_nodes, branching, dtype=torch.bool)
+        mask[torch.from_numpy(owners), torch.from_numpy(slots)] = True
+        return ChildBlocks(base=base, mask=mask, branching=branching)
+
+
+@dataclass(frozen=True)
+class ChildBlocks:
+    """Per trie node, the token id of its children's block's slot 0 (-1 at leaves) and which slots are children."""
+
+    base: np.ndarray  # (n_nodes,) int64
+    mask: torch.Tensor  # (n_nodes, branching) bool
+    branching: int
+
+    def slots(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The slot of each code token within its block."""
+        return (tokens - N_SPECIAL) % self.branching
+
 
 # step(prefixes (n_queries * width, t) int64, width, parents) -> next-token logits (rows, vocab_size), any
 # scale that log_softmax accepts (log-probabilities included). Rows are query-major: rows q * width ..
@@ -137,6 +230,9 @@ class CodeTrie:
 # of its beams. `parents[r]` is the row of the previous call's prefixes that row r extends (None on the
 # first call), so a model may keep state per row (a key/value cache) across calls.
 StepFn = Callable[[torch.Tensor, int, torch.Tensor | None], torch.Tensor]
+# With `ChildBlocks`: step(prefixes, width, parents, bases) -> logits (rows, branching) over each row's block,
+# whose slot 0 is token bases[r] (the search masks the slots that are not children).
+BlockStepFn = Callable[[torch.Tensor, int, torch.Tensor | None, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -148,8 +244,12 @@ class BeamResult:
 
 
 @torch.no_grad()
-def constrained_beam_search(step: StepFn, trie: CodeTrie, n_queries: int, beam_size: int) -> BeamResult:
-    """The `beam_size` most probable complete item paths per query, every step restricted to the trie."""
+def constrained_beam_search(step: StepFn | BlockStepFn, trie: CodeTrie, n_queries: int, beam_size: int,
+                            blocks: ChildBlocks | None = None) -> BeamResult:
+    """The `beam_size` most probable complete item paths per query, every step restricted to the trie.
+
+    With `blocks`, `step` is a `BlockStepFn` and each step ranks only the rows' blocks of slots.
+    """
     if beam_size < 1:
         raise ValueError("beam_size must be at least 1")
     prefixes = torch.full((n_queries, 1), SOS, dtype=torch.int64)
@@ -161,29 +261,37 @@ def constrained_beam_search(step: StepFn, trie: CodeTrie, n_queries: int, beam_s
         finished = trie.is_leaf(nodes)
         if finished.all():
             break
-        allowed = trie.allowed_mask(nodes)
+        # Candidates: every token (vocabulary space) or each row's block of slots; leaves allow none.
+        allowed = trie.allowed_mask(nodes) if blocks is None else blocks.mask[torch.from_numpy(nodes)]
         # The model's next-token distribution renormalised over the tokens that lead to a real item, so a
         # path's score is its item's log-probability under the constrained model, and a forced move (one
         # allowed token, e.g. END after a last code) costs nothing: when every beam is forced, skip the model.
         if (allowed.sum(dim=1)[torch.from_numpy(~finished)] == 1).all():
             candidates = torch.where(allowed, torch.tensor(0.0), torch.tensor(float("-inf")))
         else:
-            logits = torch.where(allowed, step(prefixes, width, since_call).float().cpu(), torch.tensor(float("-inf")))
+            raw = (step(prefixes, width, since_call) if blocks is None  # type: ignore[call-arg]
+                   else step(prefixes, width, since_call, torch.from_numpy(blocks.base[nodes])))  # type: ignore[call-arg]
+            logits = torch.where(allowed, raw.float().cpu(), torch.tensor(float("-inf")))
             since_call = torch.arange(len(prefixes))
             candidates = torch.log_softmax(logits, dim=1)
             candidates[~allowed.any(dim=1)] = float("-inf")  # finished rows: no allowed token (NaN otherwise)
-        # A finished beam carries on unchanged through PAD, at no cost, competing on its total score.
+        # A finished beam carries on unchanged (through PAD, or slot 0 of no block) at no cost, competing on
+        # its total score.
         done = torch.from_numpy(finished)
         candidates[done] = float("-inf")
         candidates[done, PAD] = 0.0
-        totals = (scores.unsqueeze(1) + candidates).view(n_queries, width * trie.vocab_size)
+        space = candidates.shape[1]
+        totals = (scores.unsqueeze(1) + candidates).view(n_queries, width * space)
         k = min(beam_size, totals.shape[1])
         top_scores, top_index = totals.topk(k, dim=1)
-        beam_of, token_of = top_index // trie.vocab_size, top_index % trie.vocab_size
+        beam_of, choice_of = top_index // space, top_index % space
         parent = (torch.arange(n_queries).unsqueeze(1) * width + beam_of).reshape(-1)
-        tokens = token_of.reshape(-1)
-        alive = torch.isfinite(top_scores).reshape(-1).numpy()
         parent_nodes = nodes[parent.numpy()]
+        tokens = choice_of.reshape(-1)
+        if blocks is not None:
+            bases = torch.from_numpy(blocks.base[parent_nodes])
+            tokens = torch.where(bases >= 0, bases + tokens, torch.full_like(tokens, PAD))
+        alive = torch.isfinite(top_scores).reshape(-1).numpy()
         next_nodes = parent_nodes.copy()  # dead rows stay where they were; their score is -inf anyway
         moving = alive & ~trie.is_leaf(parent_nodes)
         next_nodes[moving] = trie.step(parent_nodes[moving], tokens.numpy()[moving])

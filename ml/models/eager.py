@@ -19,9 +19,15 @@ both streams' path log-probabilities.
 
 Choices the paper leaves open, and what we do:
 
-- Decoder tokens: code c of level l is its own token (`CodeVocabulary`), so a code means the same
-  thing wherever it appears; paths end with an END token, since hierarchical k-means gives paths of
-  different depths. The output layer is tied to the token embeddings.
+- Decoder tokens (`last_level`): `per_parent`, as the authors' released code, gives the children of
+  every node that holds a leaf a block of k tokens of their own (`per_parent_vocabulary`), so the
+  last token names one item and its softmax runs over the parent's children only; the other
+  levels' codes are tokens of their level. Training scores every position by the softmax over
+  the node's real children, the distribution constrained beam search decodes from (the authors
+  also softmax over the parent's k slots, their unused ones included). `shared`, the ablation and
+  the earlier default, makes code c of level l one token wherever it appears, ends every path with
+  END (hierarchical k-means gives paths of different depths), and trains a softmax over the whole
+  vocabulary. The output layer is tied to the token embeddings either way.
 - Heads: 4 of width 32 at the paper's hidden size 128; feed-forward 4x hidden; pre-LayerNorm
   blocks (stable with the warm-up the paper uses); dropout 0.1. The decoder blocks
   (`ml/models/code_decoder.py`) project the encoder states into cross-attention keys and values once
@@ -50,11 +56,13 @@ from ml.codes.trie import (
     SOS,
     SUMMARY,
     BeamResult,
+    ChildBlocks,
     CodeTrie,
     CodeVocabulary,
     constrained_beam_search,
     full_ranking_scores,
     merge_by_confidence,
+    per_parent_vocabulary,
 )
 from ml.models.code_decoder import CodeDecoderStack, KeysValues, SelfAttentionCache
 from ml.models.sasrec import LRSchedule, check_lr_schedule, left_pad
@@ -66,6 +74,11 @@ StreamChoice = Literal["both", "behaviour", "semantic"]
 # rerank: the union of the beams re-scored by the sum of both streams' path log-probabilities (the authors'
 # `rerank`), so an item both streams find likely rises above one that a single stream is sure of.
 MergeRule = Literal["confidence", "rerank"]
+# per_parent: each node holding a leaf has its own block of child tokens (the authors'); shared: a code is
+# its level's token wherever it appears, and paths end with END (the ablation).
+LastLevel = Literal["per_parent", "shared"]
+# Rows of block logits gathered at once while decoding: bounds the (rows, k, d) gather to tens of MB.
+BLOCK_CHUNK_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,7 @@ class EAGERConfig:
     dropout: float = 0.1
     max_len: int = 20  # history items the encoder reads (the paper keeps the last 20)
     streams: StreamChoice = "both"
+    last_level: LastLevel = "shared"
     gct_weight: float = 1.0  # lambda_1; 0 = no summary token distillation
     gct_contrastive_weight: float = 0.0  # optional in-batch InfoNCE on the summary output (off in the paper)
     gct_temperature: float = 0.1
@@ -124,6 +138,8 @@ class EAGERConfig:
             raise ValueError(f"streams must be one of {get_args(StreamChoice)}, got {self.streams!r}")
         if self.merge not in get_args(MergeRule):
             raise ValueError(f"merge must be one of {get_args(MergeRule)}, got {self.merge!r}")
+        if self.last_level not in get_args(LastLevel):
+            raise ValueError(f"last_level must be one of {get_args(LastLevel)}, got {self.last_level!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
         for name in ("mask_ratio", "replace_ratio", "stt_row_share"):
@@ -210,6 +226,15 @@ class StreamDecoder(nn.Module):
         """Next-token logits over the whole vocabulary (output layer tied to the token embeddings)."""
         return hidden @ self.token_embedding.weight.T
 
+    def block_logits(self, hidden: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
+        """(N, k) logits of hidden states (N, d) over each row's block of k tokens, from token bases[r] on."""
+        slots = torch.arange(self.vocabulary.branching, device=hidden.device)
+        if torch.is_grad_enabled():
+            return torch.einsum("nd,nkd->nk", hidden, self.token_embedding(bases.unsqueeze(1) + slots))
+        return torch.cat([torch.einsum("nd,nkd->nk", part, self.token_embedding(base.unsqueeze(1) + slots))
+                          for part, base in zip(hidden.split(BLOCK_CHUNK_ROWS), bases.split(BLOCK_CHUNK_ROWS),
+                                                strict=True)])
+
 
 class TransferModule(nn.Module):
     """STT: a bidirectional decoder over [CLS, behaviour tokens] attending to the semantic summary output."""
@@ -257,16 +282,27 @@ class EAGER(nn.Module):
             self.item_embedding.weight[0].zero_()
         self.decoders = nn.ModuleDict()
         self.tries: dict[str, CodeTrie] = {}
+        self.blocks: dict[str, ChildBlocks] = {}  # per_parent only
         self.stream_codes: dict[str, StreamCodes] = {}
         for stream in config.active_streams:
             codes = streams[stream]
             if len(codes.codes) != n_items:
                 raise ValueError(f"{stream} codes have {len(codes.codes)} rows for {n_items} items")
-            vocabulary = CodeVocabulary(codes.branching, codes.codes.shape[1])
+            vocabulary = (per_parent_vocabulary(codes.codes, codes.lengths, codes.branching)
+                          if config.last_level == "per_parent"
+                          else CodeVocabulary(codes.branching, codes.codes.shape[1]))
             tokens = vocabulary.item_tokens(codes.codes, codes.lengths)
             self.tries[stream] = CodeTrie(tokens, vocabulary.size)
             self.stream_codes[stream] = codes
             padded_tokens = np.vstack([np.full((1, tokens.shape[1]), PAD), tokens])  # row 0 = padding item
+            if vocabulary.per_parent:
+                self.blocks[stream] = self.tries[stream].child_blocks(codes.branching)
+                self.register_buffer(f"{stream}_nodes", torch.from_numpy(_prediction_nodes(self.tries[stream],
+                                                                                           padded_tokens)),
+                                     persistent=False)
+                self.register_buffer(f"{stream}_block_base", torch.from_numpy(self.blocks[stream].base),
+                                     persistent=False)
+                self.register_buffer(f"{stream}_block_mask", self.blocks[stream].mask, persistent=False)
             features = unit_rms(codes.features)
             self.register_buffer(f"{stream}_tokens", torch.from_numpy(padded_tokens), persistent=False)
             self.register_buffer(f"{stream}_features",
@@ -281,12 +317,29 @@ class EAGER(nn.Module):
         return self.item_embedding.weight.device
 
     def item_tokens(self, stream: str, items: torch.Tensor) -> torch.Tensor:
-        """(batch, depth + 1) token paths (END-terminated, PAD after) of item indices (batch,)."""
+        """(batch, depth + 1) token paths (END-terminated under shared last levels, PAD after) of item indices."""
         return getattr(self, f"{stream}_tokens")[items]
 
     def item_features(self, stream: str, items: torch.Tensor) -> torch.Tensor:
         """(batch, feature_dim) unit-RMS global features of item indices (batch,)."""
         return getattr(self, f"{stream}_features")[items]
+
+    def path_log_likelihood(self, stream: str, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(batch,) log-probability of each item's path (item indices (batch,)) under the per_parent stream's
+        constrained model, from teacher-forced decoder states (batch, t, d): at every position a softmax
+        over the node's real children (a forced move adds 0), as beam search scores a path."""
+        length = hidden.shape[1]
+        tokens = self.item_tokens(stream, items)
+        targets = torch.cat([tokens, torch.full_like(tokens[:, :1], PAD)], dim=1)[:, :length]
+        nodes = getattr(self, f"{stream}_nodes")[items][:, :length]  # -1 where nothing is predicted
+        scored = nodes >= 0
+        rows = scored.nonzero(as_tuple=True)[0]
+        at = nodes[scored]
+        logits = self.decoders[stream].block_logits(hidden[scored], getattr(self, f"{stream}_block_base")[at])
+        logits = logits.masked_fill(~getattr(self, f"{stream}_block_mask")[at], float("-inf"))
+        labels = self.blocks[stream].slots(targets[scored])
+        picked = torch.log_softmax(logits, dim=1).gather(1, labels.unsqueeze(1)).squeeze(1)
+        return torch.zeros(len(items), device=hidden.device, dtype=picked.dtype).index_add(0, rows, picked)
 
     def encode(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder states (batch, L, d) and the padding mask (batch, L) of left-padded histories (batch, L)."""
@@ -314,15 +367,16 @@ class EAGER(nn.Module):
                 cache = SelfAttentionCache(len(decoder.stack.blocks))
 
                 def step(prefixes: torch.Tensor, width: int, parents: torch.Tensor | None,
-                         decoder: StreamDecoder = decoder, kv: KeysValues = kv,
+                         bases: torch.Tensor | None = None, decoder: StreamDecoder = decoder, kv: KeysValues = kv,
                          cache: SelfAttentionCache = cache) -> torch.Tensor:
                     if parents is not None:
                         cache.reorder(parents.to(self.device))
-                    hidden = decoder(prefixes.to(self.device), kv, padding, group=width, cache=cache)
-                    return decoder.logits(hidden[:, -1])
+                    hidden = decoder(prefixes.to(self.device), kv, padding, group=width, cache=cache)[:, -1]
+                    return decoder.logits(hidden) if bases is None else decoder.block_logits(hidden,
+                                                                                             bases.to(self.device))
 
                 beams.append(constrained_beam_search(step, self.tries[stream], len(histories),
-                                                     beam_size or self.config.beam_size))
+                                                     beam_size or self.config.beam_size, self.blocks.get(stream)))
             if self.config.merge == "confidence" or len(beams) == 1:
                 return merge_by_confidence(beams)
             candidates = union_of_beams(beams)
@@ -342,6 +396,9 @@ class EAGER(nn.Module):
         rows = torch.from_numpy(np.maximum(candidates, 0).reshape(-1) + 1).to(self.device)
         inputs, labels, _ = decoder_inputs(self.item_tokens(stream, rows))
         hidden = decoder(inputs, decoder.stack.memory_kv(memory), padding, group=width)
+        if stream in self.blocks:
+            scores = self.path_log_likelihood(stream, hidden, rows).float().cpu().numpy().reshape(users, width)
+            return np.where(candidates >= 0, scores, -np.inf).astype(np.float32)
         logits = decoder.logits(hidden).float().cpu()
         labels = labels.cpu()
         nodes = np.zeros(len(labels), dtype=np.int64)
@@ -375,16 +432,32 @@ def union_of_beams(beams: list[BeamResult]) -> np.ndarray:
 
 
 def decoder_inputs(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Teacher-forcing (inputs, targets, summary positions) of END-terminated token paths (batch, depth + 1).
+    """Teacher-forcing (inputs, targets, summary positions) of token paths (batch, depth + 1) that end at END or PAD.
 
-    inputs = [SOS, codes..., SUMMARY, PAD...]; targets = [codes..., END, PAD...] aligned so that
-    position j predicts the (j + 1)-th path token; the summary token sits right after the last code.
+    inputs = [SOS, codes..., SUMMARY, PAD...]; targets = [codes..., END (if the paths have one), PAD...]
+    aligned so that position j predicts the (j + 1)-th path token; the summary token sits right after
+    the last code.
     """
     batch = tokens.shape[0]
     sos = torch.full((batch, 1), SOS, dtype=tokens.dtype, device=tokens.device)
     pad = torch.full((batch, 1), PAD, dtype=tokens.dtype, device=tokens.device)
     inputs = torch.cat([sos, tokens], dim=1)
-    summary_at = (tokens == END).int().argmax(dim=1) + 1
-    inputs = torch.where(inputs == END, torch.full_like(inputs, SUMMARY), inputs)
+    summary_at = ((tokens == END) | (tokens == PAD)).int().argmax(dim=1) + 1
+    inputs[torch.arange(batch, device=tokens.device), summary_at] = SUMMARY
     targets = torch.cat([tokens, pad], dim=1)
     return inputs, targets, summary_at
+
+
+def _prediction_nodes(trie: CodeTrie, tokens: np.ndarray) -> np.ndarray:
+    """(rows, depth + 2) the trie node each teacher-forced position predicts from (-1 where it predicts nothing).
+
+    Position j predicts the path's token j from the node its first j tokens reach; positions at or past
+    the path's end, and padding rows (all PAD), predict nothing.
+    """
+    nodes = np.full((len(tokens), tokens.shape[1] + 1), -1, dtype=np.int64)
+    current = np.zeros(len(tokens), dtype=np.int64)
+    for position in range(tokens.shape[1]):
+        moving = tokens[:, position] != PAD
+        nodes[moving, position] = current[moving]
+        current[moving] = trie.step(current[moving], tokens[moving, position])
+    return nodes

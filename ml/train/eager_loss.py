@@ -1,15 +1,19 @@
 """EAGER's training loss: generation + lambda_1 GCT + lambda_2 (reconstruction + recognition).
 
-- Generation: cross-entropy of every token of the target item's path (codes and END) in each stream,
-  summed over the path (= -log p(item | history) under teacher forcing) and over the streams.
+- Generation: cross-entropy of every token of the target item's path in each stream, summed over the
+  path (= -log p(item | history) under teacher forcing) and over the streams. With per-parent last
+  levels each position's softmax runs over its node's real children (`EAGER.path_log_likelihood`);
+  with shared ones over the whole vocabulary, END included. The decoder runs only as far as a
+  position is scored: the summary position is cut when neither GCT nor STT reads it.
 - GCT: smooth-L1 (the paper's distillation metric) between the summary head's output and the target
   item's unit-RMS global feature of that stream, averaged over the feature dimensions (as
   `F.smooth_l1_loss` does by default), so lambda_1 weighs a 64-d and a 384-d feature alike; optionally
   an in-batch InfoNCE between the two (`gct_contrastive_weight`, off in the paper).
 - STT reconstruction: a random `mask_ratio` of each behaviour path's code tokens (at least one) is
-  replaced by MASK; each masked output is classified among that level's codes by dot product with the
-  shared token embeddings: the paper's contrastive loss against the true token's feature, with every
-  other code of the level as a negative instead of J sampled ones (there are only `branching`).
+  replaced by MASK; each masked output is classified among that level's codes (with per-parent last
+  levels, the parent's block) by dot product with the shared token embeddings: the paper's
+  contrastive loss against the true token's feature, with every other code of the block as a
+  negative instead of J sampled ones (there are only `branching`).
 - STT recognition: a random `replace_ratio` of the tokens (at least one) swapped for another code of
   the same level makes the negative; the CLS output's logit says match (the true path) or not, by
   binary cross-entropy over one positive and one negative per example.
@@ -40,8 +44,9 @@ class EAGERLosses:
     terms: dict[str, float]
 
 
-def _level_of(tokens: torch.Tensor, branching: int) -> torch.Tensor:
-    """0-based code level of code tokens (undefined for special tokens)."""
+def _block_of(tokens: torch.Tensor, branching: int) -> torch.Tensor:
+    """Block of `branching` tokens each code token lies in: its level, or past the levels a per-parent block
+    (undefined for special tokens). A block's codes are the alternatives to one another at that node."""
     return torch.div(tokens - N_SPECIAL, branching, rounding_mode="floor")
 
 
@@ -57,7 +62,7 @@ def _random_subset(codes: torch.Tensor, ratio: float, generator: torch.Generator
 
 def _transfer_losses(model: EAGER, behaviour_tokens: torch.Tensor, semantic_summary: torch.Tensor,
                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed reconstruction loss, summed recognition loss) of STT over a batch of END-terminated paths."""
+    """(summed reconstruction loss, summed recognition loss) of STT over a batch of token paths."""
     decoder = model.decoders["behaviour"]
     branching = decoder.vocabulary.branching
     codes = behaviour_tokens[:, :-1]  # the last column only ever holds END or PAD
@@ -68,23 +73,23 @@ def _transfer_losses(model: EAGER, behaviour_tokens: torch.Tensor, semantic_summ
     masked_at = _random_subset(is_code, model.config.mask_ratio, generator)
     masked = torch.where(masked_at, torch.full_like(codes_only, MASK), codes_only)
     replaced_at = _random_subset(is_code, model.config.replace_ratio, generator)
-    # Another code of the same level: shift by 1..branching-1 (uniform, never the original).
+    # Another code of the same block (level, or parent): shift by 1..branching-1 (uniform, never the original).
     shift = torch.randint(1, branching, codes_only.shape, generator=generator).to(codes_only.device)
-    levels = _level_of(codes_only, branching)
-    swapped = N_SPECIAL + levels * branching + (codes_only - N_SPECIAL - levels * branching + shift) % branching
+    blocks = _block_of(codes_only, branching)
+    swapped = N_SPECIAL + blocks * branching + (codes_only - N_SPECIAL - blocks * branching + shift) % branching
     corrupted = torch.where(replaced_at, swapped, codes_only)
     inputs = torch.cat([cls, masked], dim=1), torch.cat([cls, codes_only], dim=1), torch.cat([cls, corrupted], dim=1)
     outputs = model.transfer(torch.cat(inputs), decoder.token_embedding, semantic_summary.repeat(3, 1))
     masked_out, true_out, corrupted_out = outputs.split(batch)
 
-    # Reconstruction: logits over the masked token's level only.
+    # Reconstruction: logits over the masked token's block only (its level's codes, or its parent's children).
     rows, columns = masked_at.nonzero(as_tuple=True)
     truth = codes_only[rows, columns]
-    truth_level = _level_of(truth, branching)
-    level_tokens = N_SPECIAL + truth_level.unsqueeze(1) * branching + torch.arange(branching, device=truth.device)
-    candidates = decoder.token_embedding(level_tokens)  # (n_masked, branching, d)
+    truth_block = _block_of(truth, branching)
+    block_tokens = N_SPECIAL + truth_block.unsqueeze(1) * branching + torch.arange(branching, device=truth.device)
+    candidates = decoder.token_embedding(block_tokens)  # (n_masked, branching, d)
     logits = torch.einsum("nd,nkd->nk", masked_out[rows, columns + 1], candidates)
-    reconstruction = F.cross_entropy(logits, truth - N_SPECIAL - truth_level * branching, reduction="sum")
+    reconstruction = F.cross_entropy(logits, truth - N_SPECIAL - truth_block * branching, reduction="sum")
 
     # Recognition: one positive (the true path) and one negative (the corrupted path) per example.
     head = model.transfer.recognition_head
@@ -110,17 +115,28 @@ def eager_losses(model: EAGER, histories: torch.Tensor, targets: torch.Tensor, n
     terms: dict[str, torch.Tensor] = {}
     summaries: dict[str, torch.Tensor] = {}
     total = torch.zeros((), device=histories.device)
+    uses_gct = config.gct_weight > 0 or config.gct_contrastive_weight > 0
     for stream, decoder in model.decoders.items():
         tokens = model.item_tokens(stream, targets)
         inputs, labels, summary_at = decoder_inputs(tokens)
-        hidden = decoder(inputs, decoder.stack.memory_kv(memory), padding)
-        generation = F.cross_entropy(decoder.logits(hidden).transpose(1, 2), labels, ignore_index=PAD,
-                                     reduction="sum")
+        # Causal: cutting the trailing positions nobody reads leaves the others' outputs unchanged.
+        length = int((labels != PAD).sum(dim=1).max())
+        needs_summary = uses_gct or (model.transfer is not None and stream == "semantic")
+        if needs_summary:
+            length = max(length, int(summary_at.max()) + 1)
+        hidden = decoder(inputs[:, :length], decoder.stack.memory_kv(memory), padding)
+        if stream in model.blocks:
+            generation = -model.path_log_likelihood(stream, hidden, targets).sum()
+        else:
+            generation = F.cross_entropy(decoder.logits(hidden).transpose(1, 2), labels[:, :length],
+                                         ignore_index=PAD, reduction="sum")
         terms[f"gen_{stream}"] = generation
         total = total + generation
+        if not needs_summary:
+            continue
         summary = hidden[torch.arange(len(targets), device=hidden.device), summary_at]
         summaries[stream] = summary
-        if config.gct_weight > 0 or config.gct_contrastive_weight > 0:
+        if uses_gct:
             predicted = decoder.summary_head(summary)
             features = model.item_features(stream, targets)
             gct = F.smooth_l1_loss(predicted, features, reduction="none").mean(dim=1).sum()

@@ -6,6 +6,7 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pyarrow as pa
+from pydantic import Field
 
 from ml.codes.hierarchical_kmeans import HierarchicalKMeansConfig, hierarchical_codes
 from ml.data.embedding_store import read_embeddings
@@ -17,10 +18,11 @@ from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, Warehous
 
 
 class CodesConfig(dg.Config):
-    """Hierarchical k-means settings (EAGER uses k = 256 children per node)."""
+    """Hierarchical k-means settings: the EAGER authors' released shape (k = 128, balanced; see `ml/codes`)."""
 
-    branching: int = 256
-    balanced: bool = False
+    branching: int = Field(default=128, description="Children per node (the paper says 256; the authors' code 128).")
+    balanced: bool = Field(default=True, description="Cap every child at ceil(n / k) items: two levels while k^2 "
+                           "slots hold the catalogue, else the fewest that do.")
     seed: int = 0
 
 

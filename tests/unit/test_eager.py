@@ -165,9 +165,11 @@ def test_stt_masks_and_replaces_at_least_one_code_and_replacements_stay_in_their
     assert (level(corrupted[:, 1:3]) == level(tokens[:, :2])).all()
 
 
-def test_tiny_training_learns_a_fixed_pattern_and_reloads_to_the_same_rankings(tmp_path: Path) -> None:
+@pytest.mark.parametrize("last_level", ["shared", "per_parent"])
+def test_tiny_training_learns_a_fixed_pattern_and_reloads_to_the_same_rankings(tmp_path: Path,
+                                                                              last_level: str) -> None:
     data = _cycle_data()
-    result = train_eager(data, _streams(), EAGERConfig(**TINY))
+    result = train_eager(data, _streams(), EAGERConfig(**{**TINY, "last_level": last_level}))
     losses = [record["loss"] for record in result.history]
     assert losses[-1] < 0.5 * losses[0]
     # The right item comes first for every user, through the constrained beam search of both streams.
@@ -175,7 +177,7 @@ def test_tiny_training_learns_a_fixed_pattern_and_reloads_to_the_same_rankings(t
     assert [items[0][0] + 1 for items in ranked] == data.valid_targets.tolist()
     assert result.best_valid["mrr"] == 1.0
     # Deterministic: the same seed trains the same weights.
-    again = train_eager(data, _streams(), EAGERConfig(**TINY))
+    again = train_eager(data, _streams(), EAGERConfig(**{**TINY, "last_level": last_level}))
     for key, value in result.model.state_dict().items():
         torch.testing.assert_close(value, again.model.state_dict()[key])
     # The checkpoint holds the code tables and reloads to the same rankings.
