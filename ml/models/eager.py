@@ -52,6 +52,7 @@ from torch import nn
 
 from ml.codes.trie import (
     END,
+    N_SPECIAL,
     PAD,
     SOS,
     SUMMARY,
@@ -77,8 +78,6 @@ MergeRule = Literal["confidence", "rerank"]
 # per_parent: each node holding a leaf has its own block of child tokens (the authors'); shared: a code is
 # its level's token wherever it appears, and paths end with END (the ablation).
 LastLevel = Literal["per_parent", "shared"]
-# Rows of block logits gathered at once while decoding: bounds the (rows, k, d) gather to tens of MB.
-BLOCK_CHUNK_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -227,13 +226,31 @@ class StreamDecoder(nn.Module):
         return hidden @ self.token_embedding.weight.T
 
     def block_logits(self, hidden: torch.Tensor, bases: torch.Tensor) -> torch.Tensor:
-        """(N, k) logits of hidden states (N, d) over each row's block of k tokens, from token bases[r] on."""
-        slots = torch.arange(self.vocabulary.branching, device=hidden.device)
-        if torch.is_grad_enabled():
-            return torch.einsum("nd,nkd->nk", hidden, self.token_embedding(bases.unsqueeze(1) + slots))
-        return torch.cat([torch.einsum("nd,nkd->nk", part, self.token_embedding(base.unsqueeze(1) + slots))
-                          for part, base in zip(hidden.split(BLOCK_CHUNK_ROWS), bases.split(BLOCK_CHUNK_ROWS),
-                                                strict=True)])
+        """(N, k) logits of hidden states (N, d) over each row's block of k tokens, from token bases[r] on.
+
+        Every block starts at N_SPECIAL + j * k, so the token table past the special tokens is a stack
+        of (k, d) blocks: rows are grouped by block and each group meets only its own block's rows.
+        Training pads the groups into one batched product (a few autograd nodes, no gather of a (k, d)
+        block per row); decoding, whose groups are large and skewed, multiplies group by group.
+        """
+        k = self.vocabulary.branching
+        weight = self.token_embedding.weight
+        stacked = weight[N_SPECIAL: N_SPECIAL + (weight.shape[0] - N_SPECIAL) // k * k].view(-1, k, weight.shape[1])
+        blocks = torch.div(bases - N_SPECIAL, k, rounding_mode="floor")
+        order = torch.argsort(blocks, stable=True)
+        unique, counts = torch.unique_consecutive(blocks[order], return_counts=True)
+        logits = hidden.new_empty(len(hidden), k)
+        if not torch.is_grad_enabled():
+            for block, rows in zip(unique.tolist(), order.split(counts.tolist()), strict=True):
+                logits[rows] = hidden[rows] @ stacked[block].T
+            return logits
+        group = torch.repeat_interleave(torch.arange(len(unique), device=hidden.device), counts)
+        slot = torch.arange(len(hidden), device=hidden.device) - torch.repeat_interleave(counts.cumsum(0) - counts,
+                                                                                         counts)
+        padded = hidden.new_zeros(len(unique), int(counts.max()), hidden.shape[1]).index_put(
+            (group, slot), hidden[order])
+        products = torch.bmm(padded, stacked[unique].transpose(1, 2))  # (groups, rows, k)
+        return logits.index_put((order,), products[group, slot])
 
 
 class TransferModule(nn.Module):

@@ -93,6 +93,9 @@ class ED2Config:
     index: IndexMode = "dynamic"
     reassign_every: int = 1  # epochs between code re-assignments (dynamic index)
     reassign_every_steps: int | None = None  # when set, steps between re-assignments instead (budgets under an epoch)
+    # After this many re-assignments the index freezes: no more re-assignments and the quantisers stop learning
+    # (the authors re-index once, then fine-tune on the frozen index). None = dynamic to the end.
+    max_reassignments: int | None = None
     latent_pull: float = 0.0  # dynamic index: weight of the recommendation loss's gradient on each entity's latent
     quantizer_pretrain_steps: int = 300  # minibatch steps before the recommender trains (both index modes)
     quantizer_lr: float = 1e-3  # pre-training
@@ -125,7 +128,8 @@ class ED2Config:
         for name in ("hidden_dim", "n_layers", "n_heads", "intermediate_dim", "lora_rank", "levels",
                      "latent_dim", "quantizer_hidden", "reassign_every", "regulator_entities", "user_context",
                      "max_len", "beam_size", "batch_size", "bucket_batches", "eval_batch_size", "max_epochs",
-                     "max_steps", "eval_every", "eval_every_steps", "patience", "reassign_every_steps"):
+                     "max_steps", "eval_every", "eval_every_steps", "patience", "reassign_every_steps",
+                     "max_reassignments"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1")

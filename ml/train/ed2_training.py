@@ -223,7 +223,17 @@ def _train_ed2(
                 data.n_items, data.n_users, len(examples), user_examples_per_epoch, steps_per_epoch,
                 budget.max_epochs, budget.eval_every, config.index, config.backbone, device)
 
-    counters = Counters(steps_taken=0, epochs_run=0)
+    counters = Counters(steps_taken=0, epochs_run=0, reassignments=0)
+    quantizer_group = len(optimizer.param_groups) - 1  # the quantisers' group is last (absent when static)
+
+    def index_frozen() -> bool:
+        return config.index == "static" or (config.max_reassignments is not None
+                                            and counters["reassignments"] >= config.max_reassignments)
+
+    def freeze_index() -> None:
+        # Learning rate 0 for good (the scheduler scales its base rate): Adam's momentum cannot move the codewords.
+        scheduler.base_lrs[quantizer_group] = 0.0
+        optimizer.param_groups[quantizer_group]["lr"] = 0.0
 
     def train_epoch() -> dict[str, float]:
         record: dict[str, float] = {}
@@ -233,8 +243,12 @@ def _train_ed2(
             for key, value in stats.items():  # counts of changes add up over the epoch; the table's state is the last
                 record[key] = record.get(key, 0.0) + value if key.endswith(("changed", "restarted")) else value
             record["reassignments"] = record.get("reassignments", 0.0) + 1
+            counters["reassignments"] += 1
+            if index_frozen():
+                freeze_index()
+                logger.info("ED2 index frozen after %d re-assignments", counters["reassignments"])
 
-        if config.index == "dynamic" and config.reassign_every_steps is None and counters["epochs_run"] > 0 \
+        if not index_frozen() and config.reassign_every_steps is None and counters["epochs_run"] > 0 \
                 and counters["epochs_run"] % config.reassign_every == 0:
             reassign_into_record()
         counters["epochs_run"] += 1
@@ -248,7 +262,7 @@ def _train_ed2(
             steps_taken = counters["steps_taken"]
             if config.max_steps is not None and steps_taken >= config.max_steps:
                 break
-            if config.index == "dynamic" and config.reassign_every_steps is not None and steps_taken > 0 \
+            if not index_frozen() and config.reassign_every_steps is not None and steps_taken > 0 \
                     and steps_taken % config.reassign_every_steps == 0:
                 reassign_into_record()
             batch_examples: list[ED2Example] = []
@@ -269,6 +283,9 @@ def _train_ed2(
                 sums[name] = sums.get(name, 0.0) + value
         record.update({name: value / max(1, steps) for name, value in sums.items()})
         record["lr"] = scheduler.get_last_lr()[0]
+        record["index_frozen"] = float(index_frozen())
+        if config.index == "dynamic":
+            record["index_lr"] = optimizer.param_groups[quantizer_group]["lr"]
         record["steps"] = float(steps)
         return record
 

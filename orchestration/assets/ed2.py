@@ -64,6 +64,9 @@ class ED2TrainingConfig(ResumeSettings):
     reassign_every: int = Field(default=1, description="Epochs between code re-assignments (dynamic index).")
     reassign_every_steps: int | None = Field(default=100, description="Steps between re-assignments instead of "
                                              "epochs: the quick budget is a quarter of a Beauty epoch (null = epochs).")
+    max_reassignments: int | None = Field(default=None, description="Freeze the index after this many "
+                                          "re-assignments (quantisers' rate 0, codes kept), as the authors re-index "
+                                          "once; null = dynamic to the end.")
     latent_pull: float = Field(default=0.0, description="Dynamic index: weight of the recommendation loss's gradient "
                                "on each entity's quantiser latent (straight-through; 0 = off, the default: 1 "
                                "collapsed the index and 0.1 scored lower on movielens).")

@@ -251,6 +251,18 @@ def test_static_index_never_changes_codes_and_dynamic_reassigns() -> None:
     assert [record["reassignments"] for record in by_steps.history] == [2, 2]  # before steps 4, 8 and 12, 16
 
 
+def test_the_index_freezes_after_max_reassignments() -> None:
+    """The authors' schedule: re-index once, then the tables stay and the quantisers stop learning."""
+    data, semantics = _cycle_data(), _semantics()
+    settings = {**TINY, "max_epochs": 2, "eval_every": 2, "reassign_every_steps": 4}
+    frozen = train_ed2(data, *semantics, ED2Config(**{**settings, "max_reassignments": 1})).history
+    assert [record.get("reassignments", 0) for record in frozen] == [1, 0]  # before step 4 only, not 8, 12, 16
+    assert [record["index_frozen"] for record in frozen] == [1.0, 1.0]
+    assert [record["index_lr"] for record in frozen] == [0.0, 0.0]
+    dynamic = train_ed2(data, *semantics, ED2Config(**settings)).history
+    assert [record["index_frozen"] for record in dynamic] == [0.0, 0.0] and dynamic[-1]["index_lr"] > 0
+
+
 def test_reassignment_counts_the_codes_it_changed() -> None:
     """A table taken before a re-assignment keeps its codes, so the change count is the real one."""
     model = _model()

@@ -165,3 +165,23 @@ def test_per_parent_generation_loss_is_the_paths_negative_log_likelihood() -> No
         assert losses.terms[f"gen_{stream}"] == pytest.approx(-float(log_probs.sum()), rel=1e-5)
         expected -= float(log_probs.sum())
     assert float(losses.total.detach()) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_block_logits_are_each_rows_products_with_its_own_block(grad: bool) -> None:
+    model = EAGER(N_ITEMS, _streams(), EAGERConfig(**{**TINY, "last_level": "per_parent"}))
+    decoder = model.decoders["behaviour"]
+    blocks = model.blocks["behaviour"]
+    bases = torch.from_numpy(blocks.base[blocks.base >= 0]).repeat(3)[torch.randperm(3 * int((blocks.base >= 0).sum()),
+                                                                                   generator=torch.Generator()
+                                                                                   .manual_seed(0))]
+    hidden = torch.randn(len(bases), TINY["hidden_dim"], generator=torch.Generator().manual_seed(1))
+    slots = torch.arange(blocks.branching)
+    expected = torch.einsum("nd,nkd->nk", hidden, decoder.token_embedding.weight[bases.unsqueeze(1) + slots])
+    with torch.set_grad_enabled(grad):
+        logits = decoder.block_logits(hidden, bases)
+    torch.testing.assert_close(logits, expected)
+    if grad:  # the table's gradient reaches exactly the blocks' rows
+        logits.sum().backward()
+        touched = decoder.token_embedding.weight.grad.abs().sum(dim=1) > 0
+        assert set(torch.nonzero(touched).flatten().tolist()) == set((bases.unsqueeze(1) + slots).flatten().tolist())
