@@ -92,7 +92,7 @@ class EAGERConfig:
     dropout: float = 0.1
     max_len: int = 20  # history items the encoder reads (the paper keeps the last 20)
     streams: StreamChoice = "both"
-    last_level: LastLevel = "shared"
+    last_level: LastLevel = "per_parent"
     gct_weight: float = 1.0  # lambda_1; 0 = no summary token distillation
     gct_contrastive_weight: float = 0.0  # optional in-batch InfoNCE on the summary output (off in the paper)
     gct_temperature: float = 0.1

@@ -54,9 +54,9 @@ class EAGERTrainingConfig(ResumeSettings):
     dropout: float = 0.1
     max_len: int = Field(default=20, description="History items the encoder reads (the paper's 20).")
     streams: StreamChoice = Field(default="both", description="both, or one stream alone (ablation).")
-    last_level: LastLevel = Field(default="shared", description="per_parent = every node holding a leaf has its "
-                                  "own block of child tokens (the authors'); shared = a code is its level's token "
-                                  "wherever it appears, paths end with END.")
+    last_level: LastLevel = Field(default="per_parent", description="per_parent = every node holding a leaf has "
+                                  "its own block of child tokens (the authors'); shared = a code is its level's "
+                                  "token wherever it appears, paths end with END (the ablation).")
     gct_weight: float = Field(default=1.0, description="lambda_1: summary-token distillation (0 = off).")
     gct_contrastive_weight: float = Field(default=0.0, description="In-batch InfoNCE on the summary output.")
     gct_temperature: float = 0.1
