@@ -137,6 +137,24 @@ def next_item_examples(train: Sequence[np.ndarray]) -> NextItemExamples:
     return NextItemExamples(np.concatenate(users), np.concatenate(positions))
 
 
+def sequence_examples(train: Sequence[np.ndarray], max_len: int) -> NextItemExamples:
+    """One example per window of `max_len` + 1 items, each training position >= 1 a target exactly once.
+
+    A window ends at target position e (its prompt is e's, history = the `max_len` items before e);
+    the other targets are the history's items after its first, trained inside the same sequence.
+    Windows end at the last position, then `max_len` earlier, and so on: a user of at most
+    `max_len` + 1 training items is one example.
+    """
+    users, positions = [], []
+    for user, sequence in enumerate(train):
+        ends = np.arange(len(sequence) - 1, 0, -max_len, dtype=np.int64)[::-1]
+        users.append(np.full(len(ends), user, dtype=np.int64))
+        positions.append(ends)
+    if not users or not sum(len(ends) for ends in positions):
+        return NextItemExamples(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return NextItemExamples(np.concatenate(users), np.concatenate(positions))
+
+
 def history_window(sequence: np.ndarray, position: int, max_len: int) -> np.ndarray:
     """The last `max_len` items before `position` (item indices, oldest first)."""
     return sequence[max(0, position - max_len):position]

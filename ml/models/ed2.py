@@ -71,6 +71,10 @@ from ml.models.sasrec import LRSchedule, check_lr_schedule
 logger = logging.getLogger(__name__)
 
 IndexMode = Literal["dynamic", "static"]
+# prompts: one next-item prompt per training position, each re-encoding its history; sequences: one prompt per
+# window of max_len + 1 items with a loss on every history item's index after the first as well (one causal
+# pass serves up to max_len targets), decoding still from the prompt.
+NextItemForm = Literal["prompts", "sequences"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,8 @@ class ED2Config:
     token_regulator_weight: float = 1.0
     regulator_temperature: float = 0.1
     regulator_entities: int = 256  # at most this many items and users per step in the regulators
-    user_task_ratio: float = 0.25  # user-prediction examples per next-item example
+    next_item_form: NextItemForm = "prompts"
+    user_task_ratio: float = 0.25  # user-prediction examples per next-item example (prompt or window)
     user_context: int = 10  # users shown in a user-prediction prompt
     max_len: int = 20  # history items in a prompt
     beam_size: int = 20
@@ -146,9 +151,12 @@ class ED2Config:
         if self.regulator_temperature <= 0:
             raise ValueError("regulator_temperature must be positive")
         check_lr_schedule(self.lr_schedule, self.warmup_steps)
+        if self.latent_pull > 0 and self.next_item_form == "sequences":
+            raise ValueError("latent_pull reads a next-item answer per prompt: use next_item_form 'prompts' with it")
         if self.backbone not in ("tiny", "smollm2") or self.index not in ("dynamic", "static") or \
-                self.finetune not in ("full", "lora"):
-            raise ValueError(f"unknown backbone / index / finetune: {self.backbone}, {self.index}, {self.finetune}")
+                self.finetune not in ("full", "lora") or self.next_item_form not in ("prompts", "sequences"):
+            raise ValueError(f"unknown backbone / index / finetune / next_item_form: {self.backbone}, {self.index}, "
+                             f"{self.finetune}, {self.next_item_form}")
 
     def quantizer(self) -> QuantizerConfig:
         """The shape of each of the two quantisers."""

@@ -3,10 +3,16 @@
 A batch mixes next-item and user-prediction examples. Each example is its prompt followed by its
 answer (the target entity's index tokens and END); the NLL is summed over answer tokens and divided
 by the nominal batch size, so every answer token weighs the same whatever batch (and bucket) it
-lands in. The quantisers' own losses (reconstruction + commitment) and the token-level regulator
-run over the batch's distinct target entities, only while the index is dynamic (a static index is
-frozen); the index-level regulator trains the backbone under both index modes. With `latent_pull` > 0
-(dynamic index) each spliced or answering entity's index tokens also carry its latent pull
+lands in. A next-item example in sequence form (`next_item_form: sequences`) also scores each
+history item's index tokens after the first, from the separator before them (no END: the next
+token is a separator); its item NLL is divided by the mean number of targets per example as well
+(`item_targets_per_example`), so a target item weighs what a whole prompt does in the prompt form
+and the balance with the user task and the regulators stays as it was.
+
+The quantisers' own losses (reconstruction + commitment) and the token-level regulator run over the
+batch's distinct target entities, only while the index is dynamic (a static index is frozen); the
+index-level regulator trains the backbone under both index modes. With `latent_pull` > 0 (dynamic
+index, prompt form) each spliced or answering entity's index tokens also carry its latent pull
 (`ED2.latent_pull`: zero-valued, straight-through), laid out by the prompts' entity spans.
 """
 
@@ -42,16 +48,25 @@ class ED2Example:
     target: int
     source: int  # the prompt's subject: the user (next item) or the item (user prediction), 0-based
     spliced: tuple[EntitySpan, ...] = ()  # every entity whose index is in the prompt, and where
+    # Sequence form: (column whose state predicts the item's first index token, item row) of each history item
+    # after the first; the item's index tokens follow that column in the prompt.
+    inner: tuple[tuple[int, int], ...] = ()
 
 
-def next_item_example(model: ED2, train: Sequence[np.ndarray], user: int, position: int) -> ED2Example:
-    """The next-item example of training position `position` of `user` (history before it, target at it)."""
+def next_item_example(model: ED2, train: Sequence[np.ndarray], user: int, position: int,
+                      inner: bool = False) -> ED2Example:
+    """The next-item example of training position `position` of `user` (history before it, target at it);
+    with `inner`, the sequence form: every history item after the first is a target too."""
     sequence = train[user]
     items = model.entity_tokens("item")
     window = history_window(sequence, position, model.config.max_len)
     prompt = model.builder.next_item(model.entity_tokens("user")[user], [items[item - 1] for item in window])
     owners = [("item", int(item) - 1) for item in window] + [("user", user)]
-    return ED2Example("item", prompt.tokens, int(sequence[position]) - 1, user, _spans(owners, prompt.spans))
+    # The column before an item's span is the separator after the previous item: its state predicts the item.
+    inside = tuple((prompt.spans[index][0] - 1, int(window[index]) - 1) for index in range(1, len(window))) \
+        if inner else ()
+    return ED2Example("item", prompt.tokens, int(sequence[position]) - 1, user, _spans(owners, prompt.spans),
+                      inside)
 
 
 def user_example(model: ED2, example: UserPredictionExample) -> ED2Example:
@@ -127,11 +142,14 @@ def _capped(rows: list[int], cap: int) -> torch.Tensor:
     return torch.as_tensor(sorted(set(rows))[:cap], dtype=torch.int64)
 
 
-def ed2_losses(model: ED2, examples: Sequence[ED2Example], nominal_batch: int) -> ED2Losses:
-    """Answer NLL (sum over answer tokens / nominal batch), plus the quantiser and regulator terms."""
+def ed2_losses(model: ED2, examples: Sequence[ED2Example], nominal_batch: int,
+               item_targets_per_example: float = 1.0) -> ED2Losses:
+    """Answer NLL (sum over answer tokens / nominal batch; next-item targets also / `item_targets_per_example`),
+    plus the quantiser and regulator terms."""
     config = model.config
     device = model.device
     table = model.index_table()
+    item_block = model.vocabulary.block("item")
     sequences, answer_rows, answer_kinds, targets = [], [], [], []
     for row, example in enumerate(examples):
         block = model.vocabulary.block(example.kind)
@@ -142,6 +160,11 @@ def ed2_losses(model: ED2, examples: Sequence[ED2Example], nominal_batch: int) -
             answer_rows.append((row, len(example.prompt) - 1 + offset))
             answer_kinds.append(example.kind)
             targets.append(target)
+        for column, item in example.inner:  # its index tokens, without END (a separator follows them)
+            for offset, target in enumerate(answer_targets(model.entity_tokens("item")[item], item_block)[:-1]):
+                answer_rows.append((row, column + offset))
+                answer_kinds.append("item")
+                targets.append(target)
     ids, mask = pad_right([sequence[:-1] for sequence in sequences], device)
     pulls = LatentPulls.of(model, examples, ids.shape) if config.index == "dynamic" and config.latent_pull > 0 else None
     hidden = model.hidden_states(ids, mask, table=table, offsets=None if pulls is None else pulls.offsets)
@@ -160,7 +183,7 @@ def ed2_losses(model: ED2, examples: Sequence[ED2Example], nominal_batch: int) -
                                             (picked[chosen] * pull).sum(dim=1, keepdim=True))
             kind_nll = F.cross_entropy(logits, target_tensor[chosen], reduction="sum")
             terms[f"nll_{kind}"] = float(kind_nll.detach()) / len(chosen)
-            nll = nll + kind_nll
+            nll = nll + (kind_nll / item_targets_per_example if kind == "item" else kind_nll)
     total = nll / nominal_batch
     terms["nll"] = float(total.detach())
     # The regulators and the quantisers read the batch's distinct answers of each kind, and the next-item

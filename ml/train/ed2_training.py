@@ -2,8 +2,10 @@
 
 1. Both quantisers (`pretrain_quantizers`, the authors' step 1, pre-training the RQ-VAE): minibatch
    autoencoder warm-up, k-means codebooks on the latents, RQ-VAE training, the first code tables.
-2. The recommender: every training position after a user's first item is a next-item example;
-   `user_task_ratio` x as many user-prediction examples are drawn afresh each epoch. Batches are
+2. The recommender: every training position after a user's first item is a next-item example
+   (`next_item_form: prompts`), or one prompt per window of `max_len` + 1 items scores every
+   position in it (`sequences`: one causal pass for up to `max_len` targets); `user_task_ratio` x
+   as many user-prediction examples are drawn afresh each epoch. Batches are
    bucketed by prompt length (`bucketed_batches`), AdamW with a linear warm-up.
 3. Dynamic index: every `reassign_every` epochs (or, when set, every `reassign_every_steps` steps,
    for budgets shorter than an epoch), dead codewords are restarted and both code tables re-assigned
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ml.data.ed2_instructions import item_users, next_item_examples, sample_user_predictions
+from ml.data.ed2_instructions import item_users, next_item_examples, sample_user_predictions, sequence_examples
 from ml.data.sequences import SequenceData
 from ml.encoders.device import resolve_device
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
@@ -192,9 +194,12 @@ def _train_ed2(
     if config.index == "static":
         for kind in KINDS:
             model.quantizer(kind).requires_grad_(False)
-    examples = next_item_examples(data.train)
+    in_sequences = config.next_item_form == "sequences"
+    examples = sequence_examples(data.train, config.max_len) if in_sequences else next_item_examples(data.train)
     if len(examples) == 0:
         raise ValueError("no user has two or more training items: nothing to train on")
+    # Sequence form: the mean targets per example (every position >= 1 is one), so a target weighs what a prompt does.
+    targets_per_example = len(next_item_examples(data.train)) / len(examples) if in_sequences else 1.0
     item_sets = item_users(data.train, data.n_items)
     user_examples_per_epoch = int(round(config.user_task_ratio * len(examples)))
     generator = torch.Generator().manual_seed(config.seed)
@@ -269,10 +274,10 @@ def _train_ed2(
             for row in batch.tolist():
                 if row < len(examples):
                     batch_examples.append(next_item_example(model, data.train, int(examples.users[row]),
-                                                            int(examples.positions[row])))
+                                                            int(examples.positions[row]), inner=in_sequences))
                 else:
                     batch_examples.append(user_example(model, user_tasks[row - len(examples)]))
-            losses = ed2_losses(model, batch_examples, config.batch_size)
+            losses = ed2_losses(model, batch_examples, config.batch_size, targets_per_example)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
             optimizer.step()

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from ml.data.ed2_instructions import PIECES, item_users, next_item_examples, sample_user_predictions
+from ml.data.ed2_instructions import (
+    PIECES,
+    item_users,
+    next_item_examples,
+    sample_user_predictions,
+    sequence_examples,
+)
 from ml.data.sequences import SequenceData
 from ml.evaluate.ranking import evaluate_model
 from ml.models.checkpoints import load_checkpoint, save_checkpoint, supports_retrieval
@@ -136,6 +142,49 @@ def _history_entries(prompt: list[int], pieces: dict[str, list[int]], user_token
         else:
             current.append(token)
     return entries + [current]
+
+
+@pytest.mark.parametrize(("length", "max_len", "ends"), [(6, 6, [5]), (7, 6, [6]), (8, 6, [1, 7]), (2, 3, [1]),
+                                                          (14, 3, [1, 4, 7, 10, 13]), (1, 3, [])])
+def test_sequence_windows_make_every_position_a_target_once(length: int, max_len: int, ends: list[int]) -> None:
+    examples = sequence_examples([np.arange(1, length + 1)], max_len)
+    assert examples.positions.tolist() == ends
+    # Targets of a window: its end and the history items after the window's first.
+    covered = [target for end in ends for target in range(max(1, end - max_len + 1), end + 1)]
+    assert sorted(covered) == list(range(1, length))
+
+
+def test_a_sequence_example_scores_every_history_item_after_the_first_from_the_separator_before_it() -> None:
+    data = _cycle_data()
+    model = _model()
+    pretrain_quantizers(model, model.config)
+    items = model.entity_tokens("item")
+    example = next_item_example(model, data.train, 5, 5, inner=True)
+    window = data.train[5][:5]
+    assert [item for _, item in example.inner] == [int(item) - 1 for item in window[1:]]
+    for column, item in example.inner:  # teacher forcing: the item's tokens follow the predicting column
+        assert [example.prompt[column]] == model.builder.pieces["separator"]
+        assert example.prompt[column + 1:column + 1 + len(items[item])] == items[item]
+    # The prompt and the final answer are the prompt form's; only the inner targets are added.
+    plain = next_item_example(model, data.train, 5, 5)
+    assert (plain.prompt, plain.target, plain.inner) == (example.prompt, example.target, ())
+    # Each target weighs what a prompt does: the sequence's item NLL over its targets per example.
+    inner_terms = ed2_losses(model, [example], nominal_batch=1, item_targets_per_example=5.0).terms
+    plain_terms = ed2_losses(model, [plain], nominal_batch=1).terms
+    # The inner targets add their NLL (untrained: about ln 9 a token) to the final answer's.
+    assert inner_terms["nll"] * 5.0 > plain_terms["nll"] + 1.0
+    with pytest.raises(ValueError, match="latent_pull"):
+        ED2Config(latent_pull=0.5, next_item_form="sequences")
+
+
+def test_training_in_sequence_form_learns_and_is_deterministic() -> None:
+    data = _cycle_data()
+    config = ED2Config(**{**TINY, "next_item_form": "sequences", "max_epochs": 24, "eval_every": 6})
+    result = train_ed2(data, *_semantics(), config)
+    assert result.history[-1]["nll"] < 0.5 * result.history[0]["nll"]
+    assert result.best_valid["recall@5"] > 0.6
+    again = train_ed2(data, *_semantics(), config)
+    assert [r["loss"] for r in again.history] == pytest.approx([r["loss"] for r in result.history])
 
 
 def test_examples_read_only_the_training_split() -> None:
