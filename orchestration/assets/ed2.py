@@ -17,7 +17,7 @@ from pydantic import Field
 from ml.data.semantic_vectors import SemanticVectors, UserSource, read_llm_semantics
 from ml.data.sequences import SequenceData
 from ml.data.versioned import NoCurrentVersion
-from ml.models.ed2 import ED2Config, IndexMode, code_tables_csv
+from ml.models.ed2 import ED2Config, IndexMode, NextItemForm, code_tables_csv
 from ml.models.ed2_backbone import Backbone, FineTune, load_smollm2
 from ml.models.sasrec import LRSchedule
 from ml.tracking.training_runs import TrainingOutcome
@@ -79,6 +79,9 @@ class ED2TrainingConfig(ResumeSettings):
     token_regulator_weight: float = Field(default=1.0, description="Token-level regulator (0 = off).")
     regulator_temperature: float = 0.1
     regulator_entities: int = Field(default=256, description="Items and users per step in the regulators.")
+    next_item_form: NextItemForm = Field(default="prompts", description="prompts = one next-item prompt per "
+                                         "training position; sequences = one per window of max_len + 1 items, "
+                                         "every history item after the first a target too (decoding unchanged).")
     user_task_ratio: float = Field(default=0.25, description="User-prediction examples per next-item example "
                                    "(0 = no user task).")
     user_context: int = 10
