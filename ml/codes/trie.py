@@ -26,12 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 PAD, SOS, END, SUMMARY, CLS, MASK = 0, 1, 2, 3, 4, 5
 N_SPECIAL = 6
+TokenArray = TypeVar("TokenArray", np.ndarray, torch.Tensor)  # token ids, numpy or torch
 
 
 @dataclass(frozen=True)
@@ -65,13 +67,17 @@ class CodeVocabulary:
         """(n_items, depth + 1) int64 token paths: the codes as tokens, END after the last (shared levels
         only), PAD after that; the last column is END or PAD."""
         codes, lengths, inside = _checked_codes(codes, lengths, self.branching, self.depth)
+        return self._path_tokens(codes, lengths, inside, _parent_blocks(codes, lengths) if self.per_parent else {})
+
+    def _path_tokens(self, codes: np.ndarray, lengths: np.ndarray, inside: np.ndarray,
+                     blocks: dict[tuple[int, ...], int]) -> np.ndarray:
+        """`item_tokens` of checked codes, given the block number of every node holding a leaf (per-parent)."""
         level = np.arange(codes.shape[1])[None, :]
         tokens = np.full((len(codes), self.depth + 1), PAD, dtype=np.int64)
         tokens[:, : codes.shape[1]] = np.where(inside, N_SPECIAL + level * self.branching + codes, PAD)
         if not self.per_parent:
             tokens[np.arange(len(codes)), lengths] = END
             return tokens
-        blocks = _parent_blocks(codes, lengths)
         if len(blocks) != self.n_parent_blocks:
             raise ValueError(f"these codes have {len(blocks)} nodes holding a leaf, the vocabulary "
                              f"{self.n_parent_blocks}")
@@ -82,6 +88,22 @@ class CodeVocabulary:
                 if block is not None:
                     tokens[item, level] = self.parent_base + block * self.branching + path[level]
         return tokens
+
+
+def code_block(tokens: TokenArray, branching: int) -> TokenArray:
+    """Block of `branching` tokens each code token lies in (undefined for special tokens): its level's, or
+    past the levels a parent's own. A block's tokens are the alternatives to one another at one trie node."""
+    return (tokens - N_SPECIAL) // branching
+
+
+def code_slot(tokens: TokenArray, branching: int) -> TokenArray:
+    """Slot (0 .. branching - 1) of each code token within its block."""
+    return (tokens - N_SPECIAL) % branching
+
+
+def block_start(blocks: TokenArray, branching: int) -> TokenArray:
+    """Token id of slot 0 of each block."""
+    return N_SPECIAL + blocks * branching
 
 
 def _checked_codes(codes: np.ndarray, lengths: np.ndarray, branching: int,
@@ -114,6 +136,19 @@ def per_parent_vocabulary(codes: np.ndarray, lengths: np.ndarray, branching: int
     """
     codes, lengths, _ = _checked_codes(codes, lengths, branching, np.asarray(codes).shape[1])
     return CodeVocabulary(branching, codes.shape[1], len(_parent_blocks(codes, lengths)))
+
+
+def vocabulary_and_tokens(codes: np.ndarray, lengths: np.ndarray, branching: int,
+                          per_parent: bool) -> tuple[CodeVocabulary, np.ndarray]:
+    """A code table's vocabulary (per-parent last-level blocks, or shared levels) and its items' token paths,
+    the parents' blocks worked out once."""
+    codes, lengths, inside = _checked_codes(codes, lengths, branching, np.asarray(codes).shape[1])
+    if not per_parent:
+        vocabulary = CodeVocabulary(branching, codes.shape[1])
+        return vocabulary, vocabulary._path_tokens(codes, lengths, inside, {})
+    blocks = _parent_blocks(codes, lengths)
+    vocabulary = CodeVocabulary(branching, codes.shape[1], len(blocks))
+    return vocabulary, vocabulary._path_tokens(codes, lengths, inside, blocks)
 
 
 class CodeTrie:
@@ -198,7 +233,7 @@ class CodeTrie:
         counts = self.offsets[1:] - self.offsets[:-1]
         if (self.child_tokens < N_SPECIAL).any():
             raise ValueError("child blocks need paths of code tokens only (no END): use per_parent_vocabulary")
-        slots = (self.child_tokens - N_SPECIAL) % branching
+        slots = code_slot(self.child_tokens, branching)
         edge_bases = self.child_tokens - slots
         owners = np.repeat(np.arange(self.n_nodes), counts)
         base = np.full(self.n_nodes, -1, dtype=np.int64)
@@ -221,7 +256,7 @@ class ChildBlocks:
 
     def slots(self, tokens: torch.Tensor) -> torch.Tensor:
         """The slot of each code token within its block."""
-        return (tokens - N_SPECIAL) % self.branching
+        return code_slot(tokens, self.branching)
 
 
 # step(prefixes (n_queries * width, t) int64, width, parents) -> next-token logits (rows, vocab_size), any

@@ -20,7 +20,7 @@ both streams' path log-probabilities.
 Choices the paper leaves open, and what we do:
 
 - Decoder tokens (`last_level`): `per_parent`, as the authors' released code, gives the children of
-  every node that holds a leaf a block of k tokens of their own (`per_parent_vocabulary`), so the
+  every node that holds a leaf a block of k tokens of their own (`vocabulary_and_tokens`), so the
   last token names one item and its softmax runs over the parent's children only; the other
   levels' codes are tokens of their level. Training scores every position by the softmax over
   the node's real children, the distribution constrained beam search decodes from (the authors
@@ -60,10 +60,11 @@ from ml.codes.trie import (
     ChildBlocks,
     CodeTrie,
     CodeVocabulary,
+    code_block,
     constrained_beam_search,
     full_ranking_scores,
     merge_by_confidence,
-    per_parent_vocabulary,
+    vocabulary_and_tokens,
 )
 from ml.models.code_decoder import CodeDecoderStack, KeysValues, SelfAttentionCache
 from ml.models.sasrec import LRSchedule, check_lr_schedule, left_pad
@@ -236,7 +237,7 @@ class StreamDecoder(nn.Module):
         k = self.vocabulary.branching
         weight = self.token_embedding.weight
         stacked = weight[N_SPECIAL: N_SPECIAL + (weight.shape[0] - N_SPECIAL) // k * k].view(-1, k, weight.shape[1])
-        blocks = torch.div(bases - N_SPECIAL, k, rounding_mode="floor")
+        blocks = code_block(bases, k)
         order = torch.argsort(blocks, stable=True)
         unique, counts = torch.unique_consecutive(blocks[order], return_counts=True)
         logits = hidden.new_empty(len(hidden), k)
@@ -305,10 +306,8 @@ class EAGER(nn.Module):
             codes = streams[stream]
             if len(codes.codes) != n_items:
                 raise ValueError(f"{stream} codes have {len(codes.codes)} rows for {n_items} items")
-            vocabulary = (per_parent_vocabulary(codes.codes, codes.lengths, codes.branching)
-                          if config.last_level == "per_parent"
-                          else CodeVocabulary(codes.branching, codes.codes.shape[1]))
-            tokens = vocabulary.item_tokens(codes.codes, codes.lengths)
+            vocabulary, tokens = vocabulary_and_tokens(codes.codes, codes.lengths, codes.branching,
+                                                       per_parent=config.last_level == "per_parent")
             self.tries[stream] = CodeTrie(tokens, vocabulary.size)
             self.stream_codes[stream] = codes
             padded_tokens = np.vstack([np.full((1, tokens.shape[1]), PAD), tokens])  # row 0 = padding item

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ml.codes.trie import CLS, MASK, N_SPECIAL, PAD
+from ml.codes.trie import CLS, MASK, N_SPECIAL, PAD, block_start, code_block, code_slot
 from ml.models.eager import EAGER, decoder_inputs
 
 
@@ -42,12 +42,6 @@ class EAGERLosses:
 
     total: torch.Tensor
     terms: dict[str, float]
-
-
-def _block_of(tokens: torch.Tensor, branching: int) -> torch.Tensor:
-    """Block of `branching` tokens each code token lies in: its level, or past the levels a per-parent block
-    (undefined for special tokens). A block's codes are the alternatives to one another at that node."""
-    return torch.div(tokens - N_SPECIAL, branching, rounding_mode="floor")
 
 
 def _random_subset(codes: torch.Tensor, ratio: float, generator: torch.Generator) -> torch.Tensor:
@@ -75,8 +69,8 @@ def _transfer_losses(model: EAGER, behaviour_tokens: torch.Tensor, semantic_summ
     replaced_at = _random_subset(is_code, model.config.replace_ratio, generator)
     # Another code of the same block (level, or parent): shift by 1..branching-1 (uniform, never the original).
     shift = torch.randint(1, branching, codes_only.shape, generator=generator).to(codes_only.device)
-    blocks = _block_of(codes_only, branching)
-    swapped = N_SPECIAL + blocks * branching + (codes_only - N_SPECIAL - blocks * branching + shift) % branching
+    swapped = (block_start(code_block(codes_only, branching), branching)
+               + (code_slot(codes_only, branching) + shift) % branching)
     corrupted = torch.where(replaced_at, swapped, codes_only)
     inputs = torch.cat([cls, masked], dim=1), torch.cat([cls, codes_only], dim=1), torch.cat([cls, corrupted], dim=1)
     outputs = model.transfer(torch.cat(inputs), decoder.token_embedding, semantic_summary.repeat(3, 1))
@@ -85,11 +79,11 @@ def _transfer_losses(model: EAGER, behaviour_tokens: torch.Tensor, semantic_summ
     # Reconstruction: logits over the masked token's block only (its level's codes, or its parent's children).
     rows, columns = masked_at.nonzero(as_tuple=True)
     truth = codes_only[rows, columns]
-    truth_block = _block_of(truth, branching)
-    block_tokens = N_SPECIAL + truth_block.unsqueeze(1) * branching + torch.arange(branching, device=truth.device)
+    block_tokens = block_start(code_block(truth, branching), branching).unsqueeze(1) + torch.arange(
+        branching, device=truth.device)
     candidates = decoder.token_embedding(block_tokens)  # (n_masked, branching, d)
     logits = torch.einsum("nd,nkd->nk", masked_out[rows, columns + 1], candidates)
-    reconstruction = F.cross_entropy(logits, truth - N_SPECIAL - truth_block * branching, reduction="sum")
+    reconstruction = F.cross_entropy(logits, code_slot(truth, branching), reduction="sum")
 
     # Recognition: one positive (the true path) and one negative (the corrupted path) per example.
     head = model.transfer.recognition_head

@@ -11,8 +11,12 @@ from ml.codes.trie import (
     SOS,
     CodeTrie,
     CodeVocabulary,
+    block_start,
+    code_block,
+    code_slot,
     constrained_beam_search,
     per_parent_vocabulary,
+    vocabulary_and_tokens,
 )
 from ml.models.code_decoder import SelfAttentionCache
 from ml.models.eager import EAGER, EAGERConfig
@@ -34,6 +38,27 @@ def _vocabulary_and_trie() -> tuple[CodeVocabulary, np.ndarray, CodeTrie]:
     vocabulary = per_parent_vocabulary(CODES, LENGTHS, K)
     tokens = vocabulary.item_tokens(CODES, LENGTHS)
     return vocabulary, tokens, CodeTrie(tokens, vocabulary.size)
+
+
+@pytest.mark.parametrize("per_parent", [True, False])
+def test_vocabulary_and_tokens_agree_with_the_vocabulary_built_apart(per_parent: bool) -> None:
+    vocabulary, tokens = vocabulary_and_tokens(CODES, LENGTHS, K, per_parent=per_parent)
+    expected = per_parent_vocabulary(CODES, LENGTHS, K) if per_parent else CodeVocabulary(K, 3)
+    assert vocabulary == expected
+    assert np.array_equal(tokens, expected.item_tokens(CODES, LENGTHS))
+
+
+def test_block_arithmetic_names_each_code_tokens_block_and_slot_in_numpy_and_torch() -> None:
+    _, tokens, trie = _vocabulary_and_trie()
+    codes = tokens[tokens != PAD]
+    for array in (codes, torch.from_numpy(codes)):
+        blocks, slots = code_block(array, K), code_slot(array, K)
+        assert (block_start(blocks, K) + slots == array).all()
+        assert ((0 <= slots) & (slots < K)).all()
+    # A per-parent token's block is the one its parent's ChildBlocks base names.
+    child_blocks = trie.child_blocks(K)
+    assert set(code_block(child_blocks.base[child_blocks.base >= 0], K).tolist()) <= set(code_block(codes, K).tolist())
+    assert code_block(np.array([BASE - 1, BASE, BASE + K]), K).tolist() == [2, 3, 4]
 
 
 def test_every_node_holding_a_leaf_gets_its_own_block_and_paths_carry_no_end() -> None:
