@@ -10,7 +10,8 @@ token is a separator); its item NLL is divided by the mean number of targets per
 and the balance with the user task and the regulators stays as it was.
 
 The quantisers' own losses (reconstruction + commitment) and the token-level regulator run over the
-batch's distinct target entities, only while the index is dynamic (a static index is frozen); the
+batch's distinct target entities, only while the index is dynamic and not yet frozen (a static index is
+frozen from the start, a dynamic one after `max_reassignments`); the
 index-level regulator trains the backbone under both index modes. With `latent_pull` > 0 (dynamic
 index, prompt form) each spliced or answering entity's index tokens also carry its latent pull
 (`ED2.latent_pull`: zero-valued, straight-through), laid out by the prompts' entity spans.
@@ -143,10 +144,12 @@ def _capped(rows: list[int], cap: int) -> torch.Tensor:
 
 
 def ed2_losses(model: ED2, examples: Sequence[ED2Example], nominal_batch: int,
-               item_targets_per_example: float = 1.0) -> ED2Losses:
+               item_targets_per_example: float = 1.0, index_frozen: bool = False) -> ED2Losses:
     """Answer NLL (sum over answer tokens / nominal batch; next-item targets also / `item_targets_per_example`),
-    plus the quantiser and regulator terms."""
+    plus the quantiser and regulator terms (those that train the index only while it is dynamic and not frozen)."""
     config = model.config
+    # A frozen dynamic index (`max_reassignments` reached) learns at rate 0: its terms would be computed for nothing.
+    index_trains = config.index == "dynamic" and not index_frozen
     device = model.device
     table = model.index_table()
     item_block = model.vocabulary.block("item")
@@ -166,7 +169,7 @@ def ed2_losses(model: ED2, examples: Sequence[ED2Example], nominal_batch: int,
                 answer_kinds.append("item")
                 targets.append(target)
     ids, mask = pad_right([sequence[:-1] for sequence in sequences], device)
-    pulls = LatentPulls.of(model, examples, ids.shape) if config.index == "dynamic" and config.latent_pull > 0 else None
+    pulls = LatentPulls.of(model, examples, ids.shape) if index_trains and config.latent_pull > 0 else None
     hidden = model.hidden_states(ids, mask, table=table, offsets=None if pulls is None else pulls.offsets)
     picked = hidden[torch.as_tensor([r for r, _ in answer_rows]), torch.as_tensor([c for _, c in answer_rows])]
     kinds = np.asarray(answer_kinds)
@@ -198,7 +201,7 @@ def ed2_losses(model: ED2, examples: Sequence[ED2Example], nominal_batch: int,
     }
     for kind, rows in entities.items():
         rows = rows.to(device)
-        if config.index == "dynamic":
+        if index_trains:
             own, token = quantizer_losses(model, kind, rows)  # type: ignore[arg-type]
             total = total + own + config.token_regulator_weight * token
             terms[f"quantizer_{kind}"], terms[f"token_regulator_{kind}"] = float(own.detach()), float(token.detach())

@@ -277,7 +277,8 @@ def _train_ed2(
                                                             int(examples.positions[row]), inner=in_sequences))
                 else:
                     batch_examples.append(user_example(model, user_tasks[row - len(examples)]))
-            losses = ed2_losses(model, batch_examples, config.batch_size, targets_per_example)
+            losses = ed2_losses(model, batch_examples, config.batch_size, targets_per_example,
+                                index_frozen=index_frozen())
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
             optimizer.step()

@@ -308,8 +308,12 @@ def test_the_index_freezes_after_max_reassignments() -> None:
     assert [record.get("reassignments", 0) for record in frozen] == [1, 0]  # before step 4 only, not 8, 12, 16
     assert [record["index_frozen"] for record in frozen] == [1.0, 1.0]
     assert [record["index_lr"] for record in frozen] == [0.0, 0.0]
+    # The index's own terms stop with the freeze: epoch 1 has them from its steps before it, epoch 2 none.
+    assert ["quantizer_item" in record and "token_regulator_user" in record for record in frozen] == [True, False]
+    assert "index_regulator_item" in frozen[1]  # the index-level regulator trains the backbone: it stays
     dynamic = train_ed2(data, *semantics, ED2Config(**settings)).history
     assert [record["index_frozen"] for record in dynamic] == [0.0, 0.0] and dynamic[-1]["index_lr"] > 0
+    assert all("quantizer_item" in record for record in dynamic)
 
 
 def test_reassignment_counts_the_codes_it_changed() -> None:
