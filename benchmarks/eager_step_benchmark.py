@@ -28,8 +28,7 @@ from benchmarks.training_benchmark import _overrides, report_run, trained_split,
 from ml.codes.tables import read_stream_codes
 from ml.data.sequences import SequenceData
 from ml.models.eager import EAGER
-from ml.train.eager_loss import eager_losses
-from ml.train.eager_training import next_item_examples
+from ml.train.eager_training import eager_step, next_item_examples
 from ml.train.presets import TRAINING_PRESETS
 from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
 from orchestration.assets.generative import STREAM_SOURCES, EAGERTrainingConfig
@@ -55,11 +54,7 @@ def time_run(data: SequenceData, label: str, settings: dict[str, Any], preset: s
     timings = []
     for index, batch in zip(range(warmup + steps), batches, strict=False):
         started = time.perf_counter()
-        width = max(1, int((histories[batch] != 0).sum(dim=1).max()))
-        losses = eager_losses(model, histories[batch][:, -width:], targets[batch], config.batch_size, generator)
-        optimizer.zero_grad(set_to_none=True)
-        losses.total.backward()
-        optimizer.step()
+        eager_step(model, histories[batch], targets[batch], config.batch_size, generator, optimizer)
         if index >= warmup:
             timings.append(time.perf_counter() - started)
     valid_histories, _ = data.history("valid")

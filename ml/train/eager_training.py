@@ -24,7 +24,7 @@ from ml.data.sequences import SequenceData
 from ml.encoders.device import resolve_device
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.models.eager import EAGER, EAGERConfig, StreamCodes
-from ml.train.eager_loss import eager_losses
+from ml.train.eager_loss import EAGERLosses, eager_losses
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping, step_budget
 from ml.train.results import TrainingResult
 from ml.train.resume import (
@@ -59,6 +59,19 @@ def next_item_examples(train: Sequence[np.ndarray], max_len: int) -> tuple[torch
     if not targets:
         return torch.zeros((0, max_len), dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
     return torch.from_numpy(np.stack(histories)), torch.as_tensor(np.asarray(targets, dtype=np.int64))
+
+
+def eager_step(model: EAGER, histories: torch.Tensor, targets: torch.Tensor, nominal_batch: int,
+               generator: torch.Generator, optimizer: torch.optim.Optimizer) -> EAGERLosses:
+    """One optimizer step on a batch of (left-padded) histories and their targets; the losses it took."""
+    # Cut the columns that are padding in every row (outputs do not depend on them).
+    width = max(1, int((histories != 0).sum(dim=1).max()))
+    device = model.device
+    losses = eager_losses(model, histories[:, -width:].to(device), targets.to(device), nominal_batch, generator)
+    optimizer.zero_grad(set_to_none=True)
+    losses.total.backward()
+    optimizer.step()
+    return losses
 
 
 def train_eager(
@@ -100,14 +113,7 @@ def train_eager(
         for batch in bucketed_batches(lengths, config.batch_size, generator, config.bucket_batches):
             if config.max_steps is not None and counters["steps_taken"] >= config.max_steps:
                 break
-            batch_histories = histories[batch]
-            # Cut the columns that are padding in every row (outputs do not depend on them).
-            width = max(1, int((batch_histories != 0).sum(dim=1).max()))
-            losses = eager_losses(model, batch_histories[:, -width:].to(device), targets[batch].to(device),
-                                  config.batch_size, generator)
-            optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()
-            optimizer.step()
+            losses = eager_step(model, histories[batch], targets[batch], config.batch_size, generator, optimizer)
             scheduler.step()
             steps += 1
             counters["steps_taken"] += 1
