@@ -396,9 +396,24 @@ class EAGER(nn.Module):
             if self.config.merge == "confidence" or len(beams) == 1:
                 return merge_by_confidence(beams)
             candidates = union_of_beams(beams)
-            totals = sum(self.path_log_probs(stream, memory, padding, candidates) for stream in self.decoders)
+            totals = self.joint_log_probs(memory, padding, candidates)
             # One "beam" of the union, ranked by the summed scores: the confidence merge's ordering and -1 handling.
             return merge_by_confidence([BeamResult(items=candidates, log_probs=totals)])
+        finally:
+            self.train(was_training)
+
+    def joint_log_probs(self, memory: torch.Tensor, padding: torch.Tensor, candidates: np.ndarray) -> np.ndarray:
+        """(users, C) sum over the streams of each candidate's path log-probability (the authors' `rerank` score)."""
+        return sum(self.path_log_probs(stream, memory, padding, candidates) for stream in self.decoders)
+
+    @torch.no_grad()
+    def candidate_log_likelihood(self, histories: Sequence[np.ndarray], candidates: np.ndarray) -> np.ndarray:
+        """(users, C) summed streams' log-probability of given items (0-based rows; -1 = none, scored -inf)."""
+        was_training = self.training
+        self.eval()
+        try:
+            memory, padding = self.encode(left_pad(histories, self.max_len).to(self.device))
+            return self.joint_log_probs(memory, padding, np.asarray(candidates, dtype=np.int64))
         finally:
             self.train(was_training)
 
