@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.training_benchmark import _single_user_latency, current_checkpoint, report_run, trained_split
+from benchmarks.training_benchmark import current_checkpoint, report_run, single_user_latency, trained_split
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.models.eager import EAGER, MergeRule
 
@@ -37,7 +37,7 @@ def measure(model: EAGER, data: Any, merge: MergeRule, beam: int, eval_batch_siz
     valid = evaluate_model(model.score, histories, targets, eval_batch_size, DEFAULT_KS).metrics
     seconds = time.perf_counter() - started
     return {"merge": merge, "beam_size": beam, "valid": valid, "valid_seconds": round(seconds, 1),
-            **_single_user_latency(model, histories)}
+            **single_user_latency(model.score, histories)}
 
 
 def pick(records: list[dict[str, Any]], latency_bound_ms: float) -> dict[str, Any] | None:

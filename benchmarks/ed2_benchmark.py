@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.training_benchmark import _overrides, report_run, resume_policy, trained_split
+from benchmarks.training_benchmark import _overrides, report_run, resume_policy, single_user_latency, trained_split
 from ml.data.semantic_vectors import read_llm_semantics
 from ml.evaluate.ranking import evaluate_protocols
-from ml.models.ed2 import ED2
 from ml.train.ed2_training import train_ed2
 from orchestration.assets.ed2 import ED2TrainingConfig
 from orchestration.resources import data_dir
@@ -47,19 +46,6 @@ RUNS: dict[str, dict[str, Any]] = {
     "m2": {"levels": 2},
     "m3": {"levels": 3},
 }
-
-
-def single_user_latency(model: ED2, histories: list[np.ndarray], users: int = 100) -> dict[str, float]:
-    """p50 / p99 milliseconds of one user's ranking (one history per call), on a fixed user sample."""
-    rows = np.random.default_rng(0).choice(len(histories), size=min(users, len(histories)), replace=False)
-    model.score([histories[rows[0]]], np.array([rows[0]]))  # warm-up: first-call allocations are not latency
-    timings = []
-    for row in rows:
-        started = time.perf_counter()
-        model.score([histories[row]], np.array([row]))
-        timings.append((time.perf_counter() - started) * 1000.0)
-    return {"latency_ms_p50": round(float(np.percentile(timings, 50)), 1),
-            "latency_ms_p99": round(float(np.percentile(timings, 99)), 1)}
 
 
 def main() -> None:
@@ -104,7 +90,7 @@ def main() -> None:
             "codes_changed": [{key: value for key, value in record.items() if key.endswith(("changed", "moved",
                                                                                          "collided"))}
                               for record in history],
-            **single_user_latency(result.model, histories),
+            **single_user_latency(result.model.score, histories, users=100, pass_rows=True),
             "wall_seconds": round(wall, 1),
         }
         report_run(record, args.out, logger)

@@ -30,6 +30,7 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,7 +190,7 @@ def _measure(spec: RunSpec, data: SequenceData, preset: str, slice_config: Slice
         test = evaluate_protocols(model.score, test_histories, test_targets)
     masks = slice_masks(test_histories, test_targets, item_train_counts(data.train, data.n_items), slice_config)
     epoch_seconds = [record["seconds"] for record in history]
-    latency = _single_user_latency(model, test_histories) if isinstance(model, EAGER) else {}
+    latency = single_user_latency(model.score, test_histories) if isinstance(model, EAGER) else {}
     return {
         **latency,
         "label": spec.label, "model": spec.model, "dataset": data.dataset, "preset": preset,
@@ -203,14 +204,22 @@ def _measure(spec: RunSpec, data: SequenceData, preset: str, slice_config: Slice
     }
 
 
-def _single_user_latency(model: EAGER, histories: list[np.ndarray], users: int = 200) -> dict[str, float]:
-    """p50 / p99 milliseconds of one user's beam-search ranking (one history per call), on a fixed user sample."""
+def single_user_latency(score: Callable[..., torch.Tensor], histories: Sequence[np.ndarray], users: int = 200,
+                        pass_rows: bool = False) -> dict[str, float]:
+    """p50 / p99 milliseconds of one user's ranking (one history per call), on a fixed user sample.
+
+    `score` is a model's `score`; with `pass_rows` it is called as score([history], [row]) (ED2's user rows).
+    """
     rows = np.random.default_rng(0).choice(len(histories), size=min(users, len(histories)), replace=False)
-    model.score([histories[rows[0]]])  # warm-up: first-call allocations are not a user's latency
+
+    def one(row: int) -> None:
+        score([histories[row]], np.array([row])) if pass_rows else score([histories[row]])
+
+    one(int(rows[0]))  # warm-up: first-call allocations are not a user's latency
     timings = []
     for row in rows:
         started = time.perf_counter()
-        model.score([histories[row]])
+        one(int(row))
         timings.append((time.perf_counter() - started) * 1000.0)
     return {"latency_ms_p50": round(float(np.percentile(timings, 50)), 1),
             "latency_ms_p99": round(float(np.percentile(timings, 99)), 1)}
