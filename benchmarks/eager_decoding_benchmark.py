@@ -4,8 +4,10 @@ Loads the dataset's CURRENT `eager` checkpoint (trained by the `eager_model` ass
 for each merge rule (`confidence`: the beams merged by each item's own path log-probability;
 `rerank`: their union re-scored by the sum of both streams' log-probabilities, the authors') and each
 beam width, scores the validation split (full ranking, ties against the model) and times one user's
-ranking (p50 / p99 over a fixed sample of 200 users). The pick is the best validation NDCG@10 whose
-p99 latency is within `--latency-bound-ms`. Test is never read here.
+ranking (p50 / p99 over a fixed sample of 200 users). `--users N` scores a fixed random sample of N
+validation users instead of all (the same sample for every setting: the comparison is paired). The
+pick is the best validation NDCG@10 whose p99 latency is within `--latency-bound-ms`. Test is never
+read here.
 
     python -m benchmarks.eager_decoding_benchmark --dataset amazon-beauty --beams 20 50 100 \\
         --threads 2 --out benchmarks/results/eager_decoding.jsonl
@@ -21,6 +23,8 @@ import sys
 import time
 from typing import Any
 
+import numpy as np
+
 from benchmarks.training_benchmark import current_checkpoint, report_run, single_user_latency, trained_split
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
 from ml.models.eager import EAGER, MergeRule
@@ -29,14 +33,24 @@ logger = logging.getLogger("benchmarks.eager_decoding")
 MERGES: tuple[MergeRule, ...] = ("confidence", "rerank")
 
 
-def measure(model: EAGER, data: Any, merge: MergeRule, beam: int, eval_batch_size: int) -> dict[str, Any]:
-    """Validation metrics and single-user latency of one merge rule and beam width."""
-    model.config = dataclasses.replace(model.config, merge=merge, beam_size=beam)
+def validation_users(data: Any, users: int | None) -> tuple[list[np.ndarray], np.ndarray]:
+    """The validation histories and targets, or a fixed random sample of `users` of them (seed 0)."""
     histories, targets = data.history("valid")
+    if users is None or users >= len(targets):
+        return list(histories), np.asarray(targets)
+    rows = np.sort(np.random.default_rng(0).choice(len(targets), size=users, replace=False))
+    return [histories[row] for row in rows], np.asarray(targets)[rows]
+
+
+def measure(model: EAGER, histories: list[np.ndarray], targets: np.ndarray, merge: MergeRule, beam: int,
+            eval_batch_size: int) -> dict[str, Any]:
+    """Validation metrics (over `histories`) and single-user latency of one merge rule and beam width."""
+    model.config = dataclasses.replace(model.config, merge=merge, beam_size=beam)
     started = time.perf_counter()
     valid = evaluate_model(model.score, histories, targets, eval_batch_size, DEFAULT_KS).metrics
     seconds = time.perf_counter() - started
-    return {"merge": merge, "beam_size": beam, "valid": valid, "valid_seconds": round(seconds, 1),
+    return {"merge": merge, "beam_size": beam, "valid": valid, "valid_users": len(targets),
+            "valid_seconds": round(seconds, 1),
             **single_user_latency(model.score, histories)}
 
 
@@ -55,17 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-bound-ms", type=float, default=250.0,
                         help="p99 single-user latency a default may have (2 cores; default 250 ms)")
     parser.add_argument("--eval-batch-size", type=int, default=256)
+    parser.add_argument("--users", type=int, default=None,
+                        help="a fixed random sample of this many validation users (default: all); the same for "
+                             "every setting, so the comparison is paired")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="append one JSON line per setting to this file")
     args = parser.parse_args(argv)
     data = trained_split(args.dataset, args.threads)
     checkpoint = current_checkpoint(data, "eager")
     model = checkpoint.model.eval()
+    histories, targets = validation_users(data, args.users)
     records = []
     for merge in args.merges:
         for beam in args.beams:
             record = {"dataset": data.dataset, "checkpoint": checkpoint.version,
-                      **measure(model, data, merge, beam, args.eval_batch_size)}
+                      **measure(model, histories, targets, merge, beam, args.eval_batch_size)}
             report_run(record, args.out, logger)
             records.append(record)
     lines = ["| merge | beam | valid R@10 | valid N@10 | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]
