@@ -10,9 +10,10 @@ classic two-stage recommender (retrieve, then rank; Covington et al., 2016) lets
 blend retrieve N candidates and adds the generative model's evidence to their scores.
 
 Choices the sources leave open, and what we do:
-- candidates are the first stage's top N (default 100, ten times the cut-off the project selects
+- candidates are the first stage's top N (default 50, five times the cut-off the project selects
   on): the generative score can lift any of them into the top 10, never an item the first stage
-  ranks below N. N is a config value;
+  ranks below N. The second stage's cost grows with N (one decoder pass per candidate and stream),
+  so N is a config value;
 - the weight is relative, as the blend's: w = rho x std(s_first) / std(log p_gen), both spreads
   measured over the candidates of a fixed sample of validation users, so rho means the same on
   every dataset and for every first stage; rho is chosen on validation NDCG@10, rho = 0 (the first
@@ -49,7 +50,7 @@ class CandidateScorer(Protocol):
 class RerankConfig:
     """How many first-stage candidates the generative model re-scores, and the grid its relative weight comes from."""
 
-    candidates: int = 100
+    candidates: int = 50
     weights: tuple[float, ...] = DEFAULT_RERANK_WEIGHTS
     scale_sample_users: int = 2048
     batch_size: int = 256
