@@ -3,6 +3,7 @@
 import dagster as dg
 import pytest
 
+from ml.train.presets import TRAINING_PRESETS, preset_run_config
 from orchestration.definitions import defs
 from orchestration.resources import DUCKDB_POOL, LLMResource
 
@@ -123,3 +124,12 @@ def test_the_llm_key_variable_is_restricted_to_the_project_prefix(monkeypatch: p
     assert "LLMREC_" in message and "s3cr3t-value" not in message
     accepted = launch("LLMREC_OTHER_KEY")
     assert accepted.success and accepted.output_for_node("key_variable") == "LLMREC_OTHER_KEY"
+
+
+@pytest.mark.parametrize("preset", sorted(TRAINING_PRESETS))
+def test_every_training_preset_is_a_valid_run_config_of_the_full_job(preset: str) -> None:
+    """A preset key that no asset config has (a typo, a renamed field) fails here, not in a user's weekly run."""
+    job = defs.resolve_job_def("full_pipeline_job")
+    dg.validate_run_config(job, preset_run_config(preset))
+    with pytest.raises(dg.DagsterInvalidConfigError, match="no_such_field"):
+        dg.validate_run_config(job, {"ops": {"ed2_model": {"config": {"no_such_field": 1}}}})
