@@ -54,10 +54,15 @@ def measure(model: EAGER, histories: list[np.ndarray], targets: np.ndarray, merg
             **single_user_latency(model.score, histories)}
 
 
-def pick(records: list[dict[str, Any]], latency_bound_ms: float) -> dict[str, Any] | None:
-    """The record with the best validation NDCG@10 among those whose p99 latency is within the bound."""
+def pick(records: list[dict[str, Any]], latency_bound_ms: float, tolerance: float = 0.0) -> dict[str, Any] | None:
+    """Among the records whose p99 latency is within the bound, the fastest (p99) whose validation NDCG@10 is
+    within `tolerance` of the best: a costlier setting must win by more than the noise to be picked."""
     within = [record for record in records if record["latency_ms_p99"] <= latency_bound_ms]
-    return max(within, key=lambda record: record["valid"]["ndcg@10"], default=None)
+    if not within:
+        return None
+    best = max(record["valid"]["ndcg@10"] for record in within)
+    close = [record for record in within if record["valid"]["ndcg@10"] >= best - tolerance]
+    return min(close, key=lambda record: record["latency_ms_p99"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merges", nargs="+", default=list(MERGES), choices=MERGES)
     parser.add_argument("--latency-bound-ms", type=float, default=250.0,
                         help="p99 single-user latency a default may have (2 cores; default 250 ms)")
+    parser.add_argument("--tolerance", type=float, default=0.0005,
+                        help="validation NDCG@10 within which the faster setting is picked (default 0.0005, about "
+                             "a quarter of the standard error of Beauty's validation NDCG@10 over 8,000 users)")
     parser.add_argument("--eval-batch-size", type=int, default=256)
     parser.add_argument("--users", type=int, default=None,
                         help="a fixed random sample of this many validation users (default: all); the same for "
@@ -89,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["| merge | beam | valid R@10 | valid N@10 | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['merge']} | {r['beam_size']} | {r['valid']['recall@10']:.4f} | {r['valid']['ndcg@10']:.4f} | "
               f"{r['latency_ms_p50']} | {r['latency_ms_p99']} |" for r in records]
-    best = pick(records, args.latency_bound_ms)
-    lines.append(f"pick (best valid NDCG@10 with p99 <= {args.latency_bound_ms:g} ms): "
+    best = pick(records, args.latency_bound_ms, args.tolerance)
+    lines.append(f"pick (the fastest within {args.tolerance:g} of the best valid NDCG@10, p99 <= "
+                 f"{args.latency_bound_ms:g} ms): "
                  + (json.dumps({"merge": best["merge"], "beam_size": best["beam_size"]}) if best else "none"))
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
