@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from ml.codes.trie import CLS, MASK, N_SPECIAL, PAD, block_start, code_block, code_slot
-from ml.models.eager import EAGER, decoder_inputs
+from ml.models.eager import EAGER
+from ml.models.eager_decoder import decoder_inputs
 
 
 @dataclass

@@ -26,10 +26,10 @@ from ml.models.eager import (
     EAGER,
     EAGERConfig,
     StreamCodes,
-    decoder_inputs,
     union_of_beams,
     unit_rms,
 )
+from ml.models.eager_decoder import decoder_inputs
 from ml.models.sasrec import left_pad
 from ml.train.eager_loss import _random_subset, _transfer_losses, eager_losses, stt_rows
 from ml.train.eager_training import next_item_examples, train_eager
