@@ -3,7 +3,8 @@
 Nothing is trained: the first stage (the served blend, or any model with full-ranking scores) and
 the generative model are the checkpoints their own runs selected. Each validation batch is scored
 once by the first stage and once by the generative model (its log-likelihood of the first stage's
-top N); every rho of the grid is then only a sum and a ranking. The rho with the best validation
+top N), after a first pass over a fixed sample of users that sets the scale; every rho of the grid
+is then only a sum and a ranking. The rho with the best validation
 NDCG@10 is kept (ties: the smaller rho; rho = 0 is the first stage alone, so the second stage is
 used only where validation says it helps). The test split is never read.
 """
