@@ -18,8 +18,10 @@ PRESET ?=
 CONFIG ?=
 # Empty = every asset; e.g. SELECT="blend_model model_evaluation published_index" re-runs only those.
 SELECT ?=
+# The recommendation service's port (make serve); it binds 127.0.0.1 (see README, Serving).
+PORT ?= 8000
 
-.PHONY: install prepare run backfill dev test lint benchmark clean
+.PHONY: install prepare run backfill dev serve test lint benchmark clean
 
 # llama-cpp-python compiles from source. A native build (-march=native) on a CPU that reports AMX runs
 # llama.cpp's AMX kernels, and on these VMs the AMX instructions fault (SIGILL on the first prompt), so
@@ -60,6 +62,10 @@ backfill: prepare
 # The Dagster UI (webserver + daemon for schedules, sensors and backfills) on http://127.0.0.1:3000.
 dev: prepare
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The HTTP recommendation service and its page on http://127.0.0.1:$(PORT), over the published indexes.
+serve: install
+	$(BIN)/python -m serving --port $(PORT)
 
 test: prepare
 	$(BIN)/python -m pytest

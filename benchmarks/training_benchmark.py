@@ -213,7 +213,10 @@ def single_user_latency(score: Callable[..., torch.Tensor], histories: Sequence[
     rows = np.random.default_rng(0).choice(len(histories), size=min(users, len(histories)), replace=False)
 
     def one(row: int) -> None:
-        score([histories[row]], np.array([row])) if pass_rows else score([histories[row]])
+        if pass_rows:
+            score([histories[row]], np.array([row]))
+        else:
+            score([histories[row]])
 
     one(int(rows[0]))  # warm-up: first-call allocations are not a user's latency
     timings = []

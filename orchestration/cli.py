@@ -139,7 +139,9 @@ def print_recommendations(dataset: str, user_id: str | None, history: list[str],
                                      model_run["checkpoint_version"])
         encoder = history_encoder(checkpoint)
     # Titles travel with the index version: serving never opens the warehouse the pipeline may be writing.
-    picked = recommend(loaded, user_id=user_id, history=history, k=k, history_encoder=encoder)
+    # A user's published history is left out, as the service does: what they have seen is not news to them.
+    seen = loaded.seen_by(user_id) if user_id is not None else history
+    picked = recommend(loaded, user_id=user_id, history=seen, k=k, history_encoder=encoder)
     query = f"user {user_id}" if user_id is not None else f"history {history}"
     lines = [f"top {k} for {query} from index {loaded.version} ({model_run['model']}):"]
     lines += [f"{rank:3d}. {item.item_id}  {item.score:.4f}  {item.title or ''}" for rank, item in

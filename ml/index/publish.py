@@ -8,7 +8,10 @@ Layout: `<root>/<dataset>/<version>/` holds
     item_vectors.npy    the indexed vectors, for exact-search verification and for embedding item histories
     user_ids.json       optional, with user_vectors.npy: recommend by user id
     user_vectors.npy
+    user_histories.json optional JSON list aligned with user_ids: each user's known items, oldest first,
+                        so serving can leave out what a user has seen and show their history
     manifest.json       dataset, model run, metrics, dim, counts, index kind and parameters, creation time,
+                        whether the last vector column is a per-item score offset (`score_offset_column`),
                         and the sha256 of every other file in the folder
 
 and `<root>/<dataset>/CURRENT` names the version being served. Version names are a UTC timestamp
@@ -45,6 +48,7 @@ ITEM_TITLES_FILE = "item_titles.json"
 ITEM_VECTORS_FILE = "item_vectors.npy"
 USER_IDS_FILE = "user_ids.json"
 USER_VECTORS_FILE = "user_vectors.npy"
+USER_HISTORIES_FILE = "user_histories.json"
 MANIFEST_FILE = "manifest.json"
 RECALL_K = 10
 STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
@@ -86,6 +90,7 @@ class IndexContents:
     user_ids: list[str] | None
     user_vectors: np.ndarray | None
     item_titles: list[str | None] | None = None
+    user_histories: list[list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,8 @@ def _check_files(folder: Path, manifest: dict[str, Any]) -> None:
         raise _fail(f"{unlisted[0]} is not listed in the manifest of {folder}", unlisted[0])
     if (USER_IDS_FILE in listed) != (USER_VECTORS_FILE in listed):
         raise _fail(f"{folder} must hold both or neither of {USER_IDS_FILE} and {USER_VECTORS_FILE}")
+    if USER_HISTORIES_FILE in listed and USER_IDS_FILE not in listed:
+        raise _fail(f"{USER_HISTORIES_FILE} in {folder} needs {USER_IDS_FILE}", USER_HISTORIES_FILE)
 
 
 def _read_ids(path: Path) -> list[str]:
@@ -177,6 +184,17 @@ def _read_titles(path: Path, count: int) -> list[str | None]:
             not all(title is None or isinstance(title, str) for title in titles):
         raise _fail(f"{path.name} must list {count} titles (strings or null)", path.name)
     return titles
+
+
+def _read_histories(path: Path, users: int, items: set[str]) -> list[list[str]]:
+    try:
+        histories = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _fail(f"{path.name} is not valid JSON: {error}", path.name) from error
+    if not isinstance(histories, list) or len(histories) != users or not all(
+            isinstance(history, list) and all(item in items for item in history) for history in histories):
+        raise _fail(f"{path.name} must list {users} histories of indexed item ids", path.name)
+    return histories
 
 
 def _read_vectors(path: Path, rows: int, dim: int) -> np.ndarray:
@@ -224,7 +242,11 @@ def read_version(folder: Path) -> IndexContents:
         if len(user_ids) != manifest.get("user_count"):
             raise _fail(f"{USER_IDS_FILE} has {len(user_ids)} ids, the manifest says {manifest.get('user_count')}",
                         USER_IDS_FILE)
-    return IndexContents(manifest, config, index, item_ids, item_vectors, user_ids, user_vectors, item_titles)
+    user_histories = None
+    if USER_HISTORIES_FILE in manifest["files"] and user_ids is not None:
+        user_histories = _read_histories(folder / USER_HISTORIES_FILE, len(user_ids), set(item_ids))
+    return IndexContents(manifest, config, index, item_ids, item_vectors, user_ids, user_vectors, item_titles,
+                         user_histories)
 
 
 # ---------------------------------------------------------------------------------------------- verifying
@@ -293,7 +315,7 @@ def verify_index(
 
 def _content_digest(
     item_ids: Sequence[str], item_vectors: np.ndarray, user_ids: Sequence[str] | None, user_vectors: np.ndarray | None,
-    metadata: dict[str, Any], config: IndexConfig,
+    metadata: dict[str, Any], config: IndexConfig, user_histories: list[list[str]] | None = None,
 ) -> str:
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
     digest.update(json.dumps(metadata, sort_keys=True, default=str).encode())
@@ -302,6 +324,8 @@ def _content_digest(
     if user_ids is not None and user_vectors is not None:
         digest.update(b"\1" + "\0".join(user_ids).encode())
         digest.update(user_vectors.tobytes())
+    if user_histories is not None:
+        digest.update(b"\2" + json.dumps(user_histories).encode())
     return digest.hexdigest()
 
 
@@ -337,13 +361,17 @@ def publish_index(
     config: IndexConfig | None = None,
     verify_users: int = 500,
     item_titles: Sequence[str | None] | None = None,
+    user_histories: Sequence[Sequence[str]] | None = None,
+    score_offset_column: bool = False,
 ) -> PublishedIndex:
     """Build, write and verify a new index version of `dataset`, then make it current.
 
     `metadata["metrics"]` goes to the manifest's `metrics`; every other key (model name, MLflow run
-    id, ...) to its `model_run`. `item_titles` (aligned with `item_ids`) travel with the version, so
-    serving needs nothing else. On a failed verification nothing is published and
-    `IndexVerificationError` is raised with CURRENT unchanged.
+    id, ...) to its `model_run`. `item_titles` (aligned with `item_ids`) and `user_histories` (aligned
+    with `user_ids`, item ids oldest first) travel with the version, so serving needs nothing else.
+    `score_offset_column` says the vectors' last column is a per-item score offset (a popularity
+    adjustment), which item-to-item similarity leaves out. On a failed verification nothing is
+    published and `IndexVerificationError` is raised with CURRENT unchanged.
     """
     if verify_users < 1:
         raise ValueError(f"verify_users must be positive, not {verify_users}")
@@ -360,12 +388,20 @@ def publish_index(
         item_titles = [None if title is None else str(title) for title in item_titles]
         if len(item_titles) != len(item_ids):
             raise ValueError(f"{len(item_titles)} item titles for {len(item_ids)} items")
+    if user_histories is not None:
+        if user_ids is None or len(user_histories) != len(user_ids):
+            raise ValueError("user_histories need user_ids, one history per user")
+        user_histories = [[str(item) for item in history] for history in user_histories]
+        known = set(item_ids)
+        unknown = sorted({item for history in user_histories for item in history} - known)
+        if unknown:
+            raise ValueError(f"{len(unknown)} history item(s) are not indexed items: {unknown[:5]}")
     config = (config or IndexConfig()).resolved(len(item_ids))
     index = build_index(item_vectors, config)
 
     store = index_folder(root, dataset)
     created = datetime.now(UTC)
-    digest = _content_digest(item_ids, item_vectors, user_ids, user_vectors, metadata, config)
+    digest = _content_digest(item_ids, item_vectors, user_ids, user_vectors, metadata, config, user_histories)
     version = _new_version_name(store, digest, created)
     reports: list[VerificationReport] = []
 
@@ -378,6 +414,8 @@ def publish_index(
         if user_ids is not None and user_vectors is not None:
             (folder / USER_IDS_FILE).write_text(json.dumps(user_ids) + "\n")
             np.save(folder / USER_VECTORS_FILE, user_vectors, allow_pickle=False)
+        if user_histories is not None:
+            (folder / USER_HISTORIES_FILE).write_text(json.dumps(user_histories) + "\n")
         write_json(folder / MANIFEST_FILE, {
             "dataset": dataset,
             "version": version,
@@ -386,6 +424,7 @@ def publish_index(
             "model_run": {key: value for key, value in metadata.items() if key != "metrics"},
             "metrics": metadata.get("metrics", {}),
             "dim": int(item_vectors.shape[1]),
+            "score_offset_column": score_offset_column,
             "item_count": len(item_ids),
             "user_count": len(user_ids) if user_ids is not None else 0,
             "index": config.to_dict(),

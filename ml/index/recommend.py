@@ -47,6 +47,13 @@ class LoadedIndex:
     user_vectors: np.ndarray | None
     user_rows: dict[str, int] | None
     titles: dict[str, str] | None = None
+    user_histories: list[list[str]] | None = None  # aligned with user rows, oldest first, when published
+
+    def seen_by(self, user_id: str) -> list[str]:
+        """The user's published history (oldest first); empty when the version carries no histories."""
+        if self.user_histories is None or self.user_rows is None or user_id not in self.user_rows:
+            return []
+        return self.user_histories[self.user_rows[user_id]]
 
 
 def load_version(root: Path, dataset: str, version: str) -> LoadedIndex:
@@ -64,6 +71,7 @@ def load_version(root: Path, dataset: str, version: str) -> LoadedIndex:
         user_vectors=contents.user_vectors, user_rows=user_rows,
         titles=None if contents.item_titles is None else {
             item: title for item, title in zip(contents.item_ids, contents.item_titles, strict=True) if title},
+        user_histories=contents.user_histories,
     )
 
 
@@ -109,12 +117,14 @@ def recommend(
     exclude_history: bool = True,
     titles: dict[str, str] | None = None,
     history_encoder: HistoryEncoder | None = None,
+    exclude: Sequence[str] = (),
 ) -> list[Recommendation]:
     """The top `k` items for a user id (its stored vector) or, without one, for an item history.
 
-    With both, the user vector is the query and the history only says what to exclude. Approximate
-    indexes may return fewer than `k` items; so does a catalogue smaller than `k` plus the history.
-    Titles come from `titles`, else from the index version itself.
+    With both, the user vector is the query and the history only says what to exclude. `exclude`
+    names more items to leave out (ids the index does not hold are ignored: they cannot be returned).
+    Approximate indexes may return fewer than `k` items; so does a catalogue smaller than `k` plus the
+    excluded items. Titles come from `titles`, else from the index version itself.
     """
     if k < 1:
         raise ValueError(f"k must be positive, not {k}")
@@ -125,6 +135,7 @@ def recommend(
                          f"{unknown[:5]}")
     query = _query_vector(loaded, user_id, history, history_encoder)
     excluded = {loaded.item_rows[item] for item in history} if exclude_history else set()
+    excluded |= {loaded.item_rows[item] for item in exclude if item in loaded.item_rows}
     # Ask for enough extra candidates that k remain after dropping the excluded ones.
     scores, rows = loaded.index.search(query[None, :], min(len(loaded.item_ids), k + len(excluded)))
     titles = titles or loaded.titles or {}

@@ -248,6 +248,11 @@ def _served_bias(model: RetrievalModel) -> torch.Tensor | None:
     return model.item_bias if isinstance(model, SASRec | ScoreBlend) and model.has_item_bias() else None
 
 
+def has_score_offset(model: RetrievalModel) -> bool:
+    """Whether `item_vectors(model)` ends with a per-item score-offset column (and `user_vectors` with a 1)."""
+    return _served_bias(model) is not None
+
+
 @torch.no_grad()
 def item_vectors(model: RetrievalModel, served: bool = True) -> np.ndarray:
     """(n_items, dim) float32 inference item vectors; row j is item index j + 1.
@@ -277,7 +282,7 @@ def user_vectors(model: RetrievalModel, histories: Sequence[np.ndarray], batch_s
         if user_rows is None or len(user_rows) != len(histories):
             raise ValueError("a graph-CF model's user vectors need one training-graph user row per history")
         return model.user_matrix()[torch.as_tensor(np.asarray(user_rows, dtype=np.int64))].numpy().astype(np.float32)
-    with_bias = _served_bias(model) is not None
+    with_bias = has_score_offset(model)
     # Shortest histories first, as the evaluator does: a batch is padded to its longest history and most
     # are short (5x faster on Beauty's 22k users); rows go back to the callers' order at the end.
     order = np.argsort([len(items) for items in histories], kind="stable")

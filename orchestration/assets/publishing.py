@@ -18,7 +18,14 @@ from pydantic import Field
 from ml.data.sequences import load_sequences
 from ml.index.build import IndexConfig
 from ml.index.publish import publish_index
-from ml.models.checkpoints import check_user_rows, item_vectors, load_checkpoint, supports_retrieval, user_vectors
+from ml.models.checkpoints import (
+    check_user_rows,
+    has_score_offset,
+    item_vectors,
+    load_checkpoint,
+    supports_retrieval,
+    user_vectors,
+)
 from ml.models.graph_cf import GraphCFRecommender
 from ml.tracking.mlflow_store import promote_champion
 from orchestration.assets.evaluation import model_evaluation, read_results
@@ -90,6 +97,9 @@ def published_index(
         },
         config=config.index(), verify_users=config.verify_users,
         item_titles=[titles.get(item) for item in checkpoint.item_ids],
+        # What serving leaves out as seen and shows as a user's history: the same items the user vector read.
+        user_histories=[[data.item_ids[row - 1] for row in history] for history in full_histories],
+        score_offset_column=has_score_offset(model),
     )
     # The alias follows what serves: never a version the popularity gate blocked or a failed publish.
     promote_champion(mlflow.store(), selection["registered_model"], selection["registered_version"])

@@ -1,10 +1,6 @@
 """The main-job command line: runs a job for a partition and prints where the results are."""
 
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -17,6 +13,7 @@ from ml.index.publish import current_version, list_versions, publish_index
 from ml.models.checkpoints import item_vectors, save_checkpoint, user_vectors
 from ml.models.sasrec import SASRec, SASRecConfig
 from orchestration.cli import main
+from tests.processes import warehouse_locked_by_another_process
 
 
 def test_run_prints_results_then_recommend_and_rollback_use_the_index(
@@ -48,7 +45,7 @@ def test_run_prints_results_then_recommend_and_rollback_use_the_index(
     first, second = list_versions(indexes, "movielens-100k")
 
     # Serving reads only the index version: it answers while another process holds the warehouse's write lock.
-    with _warehouse_locked_by_another_process(os.environ["LLMREC_DUCKDB_PATH"]):
+    with warehouse_locked_by_another_process(os.environ["LLMREC_DUCKDB_PATH"]):
         assert main(["recommend", "--dataset", "movielens-100k", "--user", data.user_ids[0], "-k", "5"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"top 5 for user {data.user_ids[0]} from index {second} (sasrec):" and len(lines) == 6
@@ -70,22 +67,6 @@ def test_run_prints_results_then_recommend_and_rollback_use_the_index(
     assert main(["rollback", "--dataset", "movielens-100k"]) == 0
     assert current_version(indexes, "movielens-100k") == first
     assert f"now at {first}" in capsys.readouterr().out
-
-
-@contextmanager
-def _warehouse_locked_by_another_process(path: str) -> Iterator[None]:
-    """A second Python process holding a read-write DuckDB connection to `path` for the duration."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('locked', "
-         "flush=True); time.sleep(600)", path], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        with pytest.raises(duckdb.IOException, match="lock"):
-            duckdb.connect(path, read_only=True)
-        yield
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_unknown_dataset_is_refused() -> None:
