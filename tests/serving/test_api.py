@@ -17,7 +17,7 @@ from serving.app import create_app
 from serving.registry import IndexRegistry
 from serving.schemas import MAX_HISTORY
 from serving.settings import ServingSettings, is_loopback
-from tests.serving.conftest import DATASET, PublishedShop
+from tests.serving.shop import DATASET, PublishedShop
 
 
 @pytest.fixture

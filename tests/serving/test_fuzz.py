@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.serving.conftest import PublishedShop
+from tests.serving.shop import PublishedShop
 
 # The schema does not depend on what is published, so it is read (at collection) from an app over an empty
 # folder; each case is then sent to the app over the real published index.

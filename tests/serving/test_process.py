@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,66 +14,17 @@ import pytest
 from ml.index.publish import ITEM_VECTORS_FILE, index_folder, rollback
 from ml.llm.local_server import free_port
 from tests.processes import warehouse_locked_by_another_process
-from tests.serving.conftest import DATASET, PublishedShop
+from tests.serving.running import START_SECONDS, Service, running_service, start_service, wait_for
+from tests.serving.shop import DATASET, PublishedShop
 
 SWAP_SECONDS = 5.0  # the issue's bound: a publish or rollback is served within 5 s
-START_SECONDS = 90.0  # importing torch and faiss on a busy CI core
-
-
-@dataclass
-class Service:
-    """A running `python -m serving` and how to reach and read it."""
-
-    process: subprocess.Popen[str]
-    url: str
-    log: Path
-
-    def get(self, path: str, **params: object) -> httpx.Response:
-        """One GET against the service."""
-        return httpx.get(f"{self.url}{path}", params=params, timeout=10)
-
-    def served_version(self) -> str | None:
-        """The version `/readyz` says the shop is served from."""
-        return self.get("/readyz").json()["datasets"][0]["version"]
-
-
-def _start(data_dir: Path, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    log = (tmp_path / "service.log").open("w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "serving", *args], stdout=log, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "LLMREC_DATA_DIR": str(data_dir), "LLMREC_SERVING_POLL_SECONDS": "0.2", **(env or {})})
-
-
-def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> float:
-    """Poll `condition` until it holds; returns the seconds it took, fails the test after `seconds`."""
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        try:
-            if condition():
-                return time.monotonic() - started
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(0.05)
-    pytest.fail(f"{what} did not happen within {seconds} s")
 
 
 @pytest.fixture
 def service(shop: PublishedShop, tmp_path: Path) -> Iterator[Service]:
-    """The service on a free port, ready; stopped (SIGTERM) at the end if the test did not stop it."""
-    port = free_port()
-    process = _start(shop.data_dir, tmp_path, "--port", str(port))
-    running = Service(process, f"http://127.0.0.1:{port}", tmp_path / "service.log")
-    try:
-        _wait_for(lambda: running.get("/readyz").status_code == 200, START_SECONDS, "readiness")
+    """The service over the shop's data folder, ready; stopped at the end if the test did not stop it."""
+    with running_service(shop.data_dir, tmp_path) as running:
         yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def test_it_serves_swaps_on_publish_and_rollback_and_refuses_a_corrupt_version(
@@ -90,12 +36,12 @@ def test_it_serves_swaps_on_publish_and_rollback_and_refuses_a_corrupt_version(
     assert answer["version"] == first and len(answer["items"]) == 5
 
     second = shop.publish_again(seed=1).version
-    waited = _wait_for(lambda: service.served_version() == second, SWAP_SECONDS, "the swap to a new publish")
+    waited = wait_for(lambda: service.served_version() == second, SWAP_SECONDS, "the swap to a new publish")
     assert service.get("/v1/recommendations", dataset=DATASET, user_id=user, k=5).json()["version"] == second
     assert waited < SWAP_SECONDS
 
     assert rollback(shop.indexes_root, DATASET) == first
-    _wait_for(lambda: service.served_version() == first, SWAP_SECONDS, "the swap back on rollback")
+    wait_for(lambda: service.served_version() == first, SWAP_SECONDS, "the swap back on rollback")
 
     # A version whose files do not match their manifest (a bad copy, a disk fault) is refused; the old one serves.
     staging = tmp_path / "staging"
@@ -109,7 +55,7 @@ def test_it_serves_swaps_on_publish_and_rollback_and_refuses_a_corrupt_version(
         state = service.get("/readyz").json()["datasets"][0]
         return state["refused_version"] == corrupt
 
-    _wait_for(refused, SWAP_SECONDS, "the refusal of the corrupt version")
+    wait_for(refused, SWAP_SECONDS, "the refusal of the corrupt version")
     readiness = service.get("/readyz")
     state = readiness.json()["datasets"][0]
     assert readiness.status_code == 200 and state["version"] == first
@@ -142,16 +88,16 @@ def test_off_loopback_it_needs_a_token_and_then_every_request_carries_it(
     shop: PublishedShop, tmp_path: Path,
 ) -> None:
     port = free_port()
-    refused = _start(shop.data_dir, tmp_path, "--host", "0.0.0.0", "--port", str(port),
+    refused = start_service(shop.data_dir, tmp_path, "--host", "0.0.0.0", "--port", str(port),
                      env={"LLMREC_SERVING_TOKEN": ""})
     assert refused.wait(timeout=60) == 2
     assert "needs a bearer token in $LLMREC_SERVING_TOKEN" in (tmp_path / "service.log").read_text()
 
-    guarded = _start(shop.data_dir, tmp_path, "--host", "0.0.0.0", "--port", str(port),
+    guarded = start_service(shop.data_dir, tmp_path, "--host", "0.0.0.0", "--port", str(port),
                      env={"LLMREC_SERVING_TOKEN": "s3cret"})
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(lambda: httpx.get(f"{url}/healthz", timeout=5).status_code == 401, START_SECONDS, "the guarded start")
+        wait_for(lambda: httpx.get(f"{url}/healthz", timeout=5).status_code == 401, START_SECONDS, "the guarded start")
         answer = httpx.get(f"{url}/readyz", headers={"Authorization": "Bearer s3cret"}, timeout=5)
         assert answer.status_code == 200 and answer.json()["ready"]
     finally:
