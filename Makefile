@@ -45,7 +45,14 @@ $(BIN)/.installed: pyproject.toml $(LLAMA_CPP_WHEELS)/.built
 	$(BIN)/pip install --quiet --find-links $(LLAMA_CPP_WHEELS) -e '.[dev]'
 	@touch $@
 
-install: $(BIN)/.installed
+# The browser tests (tests/browser) drive Debian's chromium: Playwright's own browser download needs the
+# internet. Installed only when missing; sudo only when not already root.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+install: $(BIN)/.installed $(CHROMIUM)
 
 # The dbt manifest Dagster loads (dbt parse; `dagster dev` also rebuilds it on load).
 prepare: install
