@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+import faiss
 import torch
 import uvicorn
 
@@ -25,8 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         settings.require_token_off_loopback()
     except ValueError as error:
         parser.error(str(error))
-    # Requests run concurrently in uvicorn's thread pool: one torch thread each, not all of them fighting over cores.
+    # Requests run concurrently in uvicorn's thread pool: one torch and one faiss (OpenMP) thread each, not
+    # every request's parallel region fighting over the same cores.
     torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level,
                 timeout_graceful_shutdown=10)
     return 0
