@@ -41,7 +41,8 @@ def test_run_prints_results_then_recommend_and_rollback_use_the_index(
         publish_index(indexes, "movielens-100k", data.item_ids, item_vectors(checkpoint.model), data.user_ids,
                       user_vectors(checkpoint.model, data.train),
                       {"model": "sasrec", "checkpoint_version": checkpoint.version}, verify_users=50,
-                      item_titles=[titles[item] for item in data.item_ids])
+                      item_titles=[titles[item] for item in data.item_ids],
+                      user_histories=[[data.item_ids[row - 1] for row in history] for history in data.train])
     first, second = list_versions(indexes, "movielens-100k")
 
     # Serving reads only the index version: it answers while another process holds the warehouse's write lock.
@@ -53,6 +54,12 @@ def test_run_prints_results_then_recommend_and_rollback_use_the_index(
     for rank, line in enumerate(lines[1:], start=1):
         position, item, _, title = line.split(maxsplit=3)
         assert position == f"{rank}." and title == titles[item]
+    # What the user has seen (their published history) is left out, and the rest keeps the index's order.
+    seen = {data.item_ids[row - 1] for row in data.train[0]}
+    ranked = checkpoint.model.score([data.train[0]])[0, 1:].detach().numpy()
+    ranked[data.train[0] - 1] = -np.inf
+    assert [line.split()[1] for line in lines[1:]] == [data.item_ids[row] for row in np.argsort(-ranked)[:5]]
+    assert not seen & {line.split()[1] for line in lines[1:]}
 
     history = data.item_ids[:3]
     assert main(["recommend", "--dataset", "movielens-100k", "--history", *history]) == 0
