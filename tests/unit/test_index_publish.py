@@ -192,3 +192,23 @@ def test_config_and_publish_inputs_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="user vectors have dim 3"):
         publish_index(tmp_path, "ds", _ids("i", 5), vectors, ["u"], np.zeros((1, 3)), {}, IndexConfig())
     assert list_versions(tmp_path, "ds") == []
+
+
+def test_user_histories_and_the_offset_flag_travel_with_the_version_and_are_checked(tmp_path: Path) -> None:
+    histories = [[f"i{(user + step) % 200}" for step in range(3)] for user in range(50)]
+    published = _publish(tmp_path, user_histories=histories, score_offset_column=True)
+    loaded = load_current(tmp_path, "ds")
+    assert loaded.user_histories == histories and loaded.seen_by("u7") == ["i7", "i8", "i9"]
+    assert loaded.seen_by("nobody") == [] and published.manifest["score_offset_column"] is True
+    with pytest.raises(ValueError, match="1 history item\\(s\\) are not indexed items: \\['nope'\\]"):
+        _publish(tmp_path / "other", user_histories=[["nope"]] + histories[1:])
+    with pytest.raises(ValueError, match="one history per user"):
+        _publish(tmp_path / "other", user_histories=histories[:3])
+    # A histories file that no longer names indexed items (and matches its checksum) is refused on read.
+    folder = published.path
+    (folder / "user_histories.json").write_text(json.dumps([["ghost"]] * 50) + "\n")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["user_histories.json"] = sha256_file(folder / "user_histories.json")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexVerificationError, match="must list 50 histories of indexed item ids"):
+        load_current(tmp_path, "ds")
