@@ -117,12 +117,31 @@ class ContentSASRec(SASRec):
         """(n_items + 1, hidden_dim) item vectors, (n_items + 1, 2 hidden_dim) for `dual` (row 0 = padding, zero)."""
         if self.content_projection is None:
             return self.item_embedding.weight
-        projected = self.content_projection(self.content)
-        if self.item_embedding is None:
+        ids = None if self.item_embedding is None else self.item_embedding.weight
+        return self._fuse(ids, self.content_projection(self.content))
+
+    def item_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """`item_table()[rows]`, fusing only those rows: a user's few items, not the whole catalogue."""
+        if self.content_projection is None:
+            return self.item_embedding.weight[rows]
+        ids = None if self.item_embedding is None else self.item_embedding.weight[rows]
+        return self._fuse(ids, self.content_projection(self.content[rows]))
+
+    def _fuse(self, ids: torch.Tensor | None, projected: torch.Tensor) -> torch.Tensor:
+        if ids is None:
             return projected
         if self.fusion == "dual":
-            return torch.cat([self.item_embedding.weight, projected], dim=1)
-        return self.item_embedding.weight + projected
+            return torch.cat([ids, projected], dim=1)
+        return ids + projected
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Hidden states of left-padded item indices, fusing only the rows the batch reads.
+
+        Serving encodes one history at a time: fusing the whole table per call cost 18 of its 25 ms on
+        Beauty. Row 0 (padding) is always kept first, so index 0 still marks padding after the remap.
+        """
+        rows, compact = torch.unique(torch.cat([inputs.new_zeros(1), inputs.flatten()]), return_inverse=True)
+        return self.encode(compact[1:].view_as(inputs), self.item_rows(rows))
 
     def encode(self, inputs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """Hidden states (batch, L, width of `table`); `dual` encodes each view with the shared blocks."""

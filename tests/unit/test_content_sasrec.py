@@ -64,6 +64,17 @@ def test_dual_view_scores_are_the_sum_of_the_two_views_read_by_one_shared_encode
     assert model.catalogue_matrix().shape == (12, 32)
 
 
+@pytest.mark.parametrize("fusion", ["hybrid", "content", "init", "dual"])
+def test_a_forward_pass_fusing_only_its_rows_equals_one_over_the_whole_table(fusion: str) -> None:
+    torch.manual_seed(0)
+    model = ContentSASRec(_content(), ContentSASRecConfig(**{**SMALL, "fusion": fusion})).eval()
+    inputs = torch.tensor([[0, 0, 3, 7, 3], [1, 12, 5, 9, 2]])  # padding, a repeat, the last item
+    with torch.no_grad():
+        torch.testing.assert_close(model(inputs), model.encode(inputs, model.item_table()))
+        no_padding = inputs[1:]
+        torch.testing.assert_close(model(no_padding), model.encode(no_padding, model.item_table()))
+
+
 def test_pca_table_keeps_the_content_geometry_at_the_requested_scale() -> None:
     content = _content(n_items=200, dim=8)
     table = pca_table(content, dim=8, std=0.02)
