@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+import faiss
 import numpy as np
 
 from ml.index.recommend import HistoryEncoder, LoadedIndex, Recommendation, load_version, recommend
@@ -48,7 +49,7 @@ class ServedIndex:
     loaded: LoadedIndex
     encoder: HistoryEncoder | None
     encoder_problem: str | None  # why the model's own history encoder is not used, when it is not
-    unit_vectors: np.ndarray  # item vectors without a score-offset column, L2-normalized (item-to-item)
+    unit_index: faiss.Index  # exact inner product over the unit item vectors (no score-offset column): cosine
     popularity_rows: np.ndarray | None  # item rows, most interacted first (from the published histories)
     popularity_counts: np.ndarray | None  # interactions per item row
     loaded_at: datetime
@@ -131,28 +132,28 @@ class ServedIndex:
 
         Cosine, not the index's inner product: raw inner products favour items with large norms (the
         popular ones), which is right for ranking a user's next item but not for "items like this one".
-        Exact over the whole catalogue, which costs under a millisecond at these catalogue sizes.
+        Exact (a flat faiss index over the unit vectors): under a millisecond at these catalogue sizes,
+        on one faiss thread, where a numpy product would start BLAS threads in every request's thread.
         """
         row = self.loaded.item_rows.get(item_id)
         if row is None:
             raise NotFoundError(f"unknown item {item_id!r} in {self.dataset} index {self.version}")
-        scores = self.unit_vectors @ self.unit_vectors[row]
-        scores[row] = -np.inf
-        k = min(k, len(scores) - 1)
-        if k <= 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.lexsort((top, -scores[top]))]  # by score, ties by row: the same answer every time
-        return [Recommendation(self.loaded.item_ids[r], float(scores[r]), self.title(self.loaded.item_ids[r]))
-                for r in top]
+        query = self.unit_index.reconstruct(row)[None, :]
+        scores, rows = self.unit_index.search(query, min(k + 1, len(self.loaded.item_ids)))
+        picked = [(float(score), int(found)) for score, found in zip(scores[0], rows[0], strict=True)
+                  if found >= 0 and found != row][:k]
+        return [Recommendation(self.loaded.item_ids[r], score, self.title(self.loaded.item_ids[r]))
+                for score, r in picked]
 
 
-def _unit_item_vectors(loaded: LoadedIndex) -> np.ndarray:
+def _unit_item_index(loaded: LoadedIndex) -> faiss.Index:
     vectors = loaded.item_vectors
     if loaded.manifest.get("score_offset_column"):
         vectors = vectors[:, :-1]
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0), dtype=np.float32))
+    return index
 
 
 def _popularity(loaded: LoadedIndex) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -188,5 +189,5 @@ def load_served(indexes_root: Path, checkpoints_root: Path, dataset: str, versio
     encoder, problem = _model_encoder(loaded, checkpoints_root)
     popularity_rows, popularity_counts = _popularity(loaded)
     return ServedIndex(loaded=loaded, encoder=encoder, encoder_problem=problem,
-                       unit_vectors=_unit_item_vectors(loaded), popularity_rows=popularity_rows,
+                       unit_index=_unit_item_index(loaded), popularity_rows=popularity_rows,
                        popularity_counts=popularity_counts, loaded_at=datetime.now(UTC))
