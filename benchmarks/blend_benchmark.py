@@ -21,10 +21,10 @@ from benchmarks.training_benchmark import SLICES, current_checkpoint, trained_sp
 from ml.data.sequences import SequenceData
 from ml.evaluate.ranking import evaluate_protocols
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
-from ml.models.blend import DEFAULT_BLEND_WEIGHTS
 from ml.models.checkpoints import TrainedModule
 from ml.models.learn import LEARN
-from ml.models.sasrec import DEFAULT_POPULARITY_BETAS, SASRec
+from ml.models.sasrec import SASRec
+from ml.models.selection_grids import DEFAULT_BLEND_WEIGHTS, DEFAULT_POPULARITY_BETAS
 from ml.train.blend_selection import BlendConfig, fit_blend
 
 logger = logging.getLogger("benchmarks.blend")

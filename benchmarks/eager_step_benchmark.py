@@ -29,9 +29,9 @@ from ml.codes.tables import read_stream_codes
 from ml.data.sequences import SequenceData
 from ml.models.eager import EAGER
 from ml.train.eager_training import eager_step, next_item_examples
-from ml.train.presets import TRAINING_PRESETS
 from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
 from orchestration.assets.generative import STREAM_SOURCES, EAGERTrainingConfig
+from orchestration.presets import TRAINING_PRESETS
 from orchestration.resources import data_dir
 
 logger = logging.getLogger("benchmarks.eager_steps")

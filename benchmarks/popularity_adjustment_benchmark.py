@@ -20,7 +20,8 @@ from benchmarks.training_benchmark import SLICES, current_checkpoint, trained_sp
 from ml.data.sequences import SequenceData
 from ml.evaluate.ranking import evaluate_protocols
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
-from ml.models.sasrec import DEFAULT_POPULARITY_BETAS, SASRec
+from ml.models.sasrec import SASRec
+from ml.models.selection_grids import DEFAULT_POPULARITY_BETAS
 from ml.train.popularity_adjustment import PopularityChoice, choose_popularity_adjustment
 
 logger = logging.getLogger("benchmarks.popularity_adjustment")

@@ -52,7 +52,6 @@ from ml.models.popularity import PopularityModel
 from ml.train.content_sasrec_training import train_content_sasrec
 from ml.train.eager_training import train_eager
 from ml.train.learn_training import train_learn
-from ml.train.presets import TRAINING_PRESETS
 from ml.train.resume import ResumePolicy
 from ml.train.sasrec_training import train_sasrec
 from orchestration.assets.generative import STREAM_SOURCES, EAGERTrainingConfig
@@ -62,6 +61,7 @@ from orchestration.assets.training import (
     LEARNTrainingConfig,
     SASRecTrainingConfig,
 )
+from orchestration.presets import TRAINING_PRESETS
 from orchestration.resources import WAREHOUSE_ENV, data_dir
 
 logger = logging.getLogger("benchmarks.training")

@@ -7,6 +7,8 @@ registered dataset. `recommend` loads the dataset's current index and prints the
 titles) for a user id or an item history; `rollback` points the index's CURRENT at an earlier version.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import logging
@@ -14,22 +16,20 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dagster as dg
 import yaml
 
 from ml.data.registry import load_registry
-from ml.data.versioned import NoCurrentVersion
-from ml.data.warehouse import open_warehouse
-from ml.index.publish import index_folder, rollback
-from ml.index.recommend import load_current, recommend
-from ml.models.checkpoints import history_encoder, load_checkpoint
-from ml.train.presets import TRAINING_PRESETS, preset_run_config
-from orchestration.assets.evaluation import RESULTS_FILE
-from orchestration.assets.summary import HEADLINE_COLUMNS, headline_value
-from orchestration.definitions import defs
-from orchestration.resources import WAREHOUSE_ENV, data_dir, mlflow_dir, registry_path
+from orchestration.paths import data_dir, mlflow_dir, registry_path, warehouse_path
+from orchestration.presets import PRESET_NAMES, converged_assets, preset_run_config
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+# `recommend` and `rollback` must answer in well under two seconds, so this module imports Dagster, the
+# asset definitions and the models only inside the commands that use them (loading the definitions
+# alone takes about ten seconds).
 
 logger = logging.getLogger("orchestration.cli")
 
@@ -38,6 +38,8 @@ JOB_NAMES = ("full_pipeline_job", "data_layer_job")
 
 def _instance() -> dg.DagsterInstance:
     """The persistent instance when DAGSTER_HOME is set (the Makefile sets it), else an ephemeral one."""
+    import dagster as dg
+
     return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
 
@@ -69,6 +71,10 @@ def run_partition(job_name: str, dataset: str, instance: dg.DagsterInstance, pre
     """Execute a job for one dataset partition in process (training `preset`, `keep_quick` assets at the
     quick defaults, `overrides` run config laid over them, only the `select` assets when given); True when
     every step succeeded."""
+    import dagster as dg
+
+    from orchestration.definitions import defs
+
     job = defs.resolve_job_def(job_name)
     run_config = preset_run_config(preset, keep_quick) if job_name == "full_pipeline_job" else {}
     run_config = merge_run_config(run_config, overrides or {})
@@ -94,7 +100,13 @@ def run_partition(job_name: str, dataset: str, instance: dg.DagsterInstance, pre
 
 def print_results(dataset: str) -> None:
     """Print a dataset's results table, where its results are and its headline statistics."""
-    warehouse = os.environ[WAREHOUSE_ENV]
+    from ml.data.versioned import NoCurrentVersion
+    from ml.data.warehouse import open_warehouse
+    from ml.index.publish import index_folder
+    from orchestration.assets.evaluation import RESULTS_FILE
+    from orchestration.assets.summary import HEADLINE_COLUMNS, headline_value
+
+    warehouse = warehouse_path()
     with open_warehouse(warehouse, read_only=True) as con:
         row = con.execute(
             f"select {', '.join(HEADLINE_COLUMNS)} from marts.dataset_stats where dataset = $dataset",
@@ -131,10 +143,14 @@ def print_results(dataset: str) -> None:
 
 def print_recommendations(dataset: str, user_id: str | None, history: list[str], k: int) -> None:
     """Load the dataset's current index (and its model's user tower for histories) and print the top k."""
+    from ml.index.recommend import load_current, recommend
+
     loaded = load_current(data_dir() / "indexes", dataset)
     model_run = loaded.manifest["model_run"]
     encoder = None
     if user_id is None:
+        from ml.models.checkpoints import history_encoder, load_checkpoint
+
         checkpoint = load_checkpoint(data_dir() / "checkpoints", dataset, model_run["model"],
                                      model_run["checkpoint_version"])
         encoder = history_encoder(checkpoint)
@@ -157,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="materialize the whole graph for one dataset")
     run.add_argument("--dataset", default=registry.default_dataset, choices=registry.names)
     run.add_argument("--job", default="full_pipeline_job", choices=JOB_NAMES)
-    run.add_argument("--quick-assets", nargs="+", default=[], choices=sorted(TRAINING_PRESETS["converged"]),
+    run.add_argument("--quick-assets", nargs="+", default=[], choices=converged_assets(),
                      help="training assets that keep the quick defaults under --preset (eager_model, "
                           "ed2_model: their converged presets take hours on CPU)")
     run.add_argument("--select", nargs="+", default=[], metavar="ASSET",
@@ -167,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--datasets", nargs="*", default=registry.names, choices=registry.names)
     backfill.add_argument("--job", default="full_pipeline_job", choices=JOB_NAMES)
     for command in (run, backfill):
-        command.add_argument("--preset", default="quick", choices=sorted(TRAINING_PRESETS),
+        command.add_argument("--preset", default="quick", choices=PRESET_NAMES,
                              help="training settings: quick (the CPU defaults) or converged (train until "
                                   "validation stalls)")
         command.add_argument("--config", type=Path, default=None, metavar="YAML",
@@ -188,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         print_recommendations(args.dataset, args.user, args.history or [], args.k)
         return 0
     if args.command == "rollback":
+        from ml.index.publish import rollback
+
         version = rollback(data_dir() / "indexes", args.dataset, args.to)
         sys.stdout.write(f"index of {args.dataset} now at {version}\n")
         return 0

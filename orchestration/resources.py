@@ -26,43 +26,23 @@ from ml.llm.weights import PACKAGED_SMOLLM2, file_digest, packaged_smollm2_gguf,
 from ml.profiles.backends import ChatBackend, DecodingSettings, OpenAICompatibleBackend
 from ml.profiles.local_backend import TransformersBackend
 from ml.tracking.mlflow_store import TrackingStore
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DBT_PROJECT_DIR = PROJECT_ROOT / "transforms"
-
-DATA_DIR_ENV = "LLMREC_DATA_DIR"
-WAREHOUSE_ENV = "LLMREC_DUCKDB_PATH"
-REGISTRY_ENV = "LLMREC_REGISTRY"
-MODEL_CACHE_ENV = "LLMREC_MODEL_CACHE"
-MLFLOW_DIR_ENV = "LLMREC_MLFLOW_DIR"
+from orchestration.paths import (  # re-exported: the asset modules import paths from here
+    DBT_PROJECT_DIR,
+    WAREHOUSE_ENV,
+    data_dir,
+    mlflow_dir,
+    model_cache_dir,
+    registry_path,
+    warehouse_path,
+)
 
 # The pool every step that opens the warehouse runs in (limit 1 in dagster_home/dagster.yaml).
 DUCKDB_POOL = "duckdb"
 
 
-def data_dir() -> Path:
-    """Root folder of everything the pipeline writes."""
-    return Path(os.environ.get(DATA_DIR_ENV, PROJECT_ROOT / "data"))
-
-
-def registry_path() -> Path:
-    """Path of the dataset registry file."""
-    return Path(os.environ.get(REGISTRY_ENV, PROJECT_ROOT / "datasets.yaml"))
-
-
-def model_cache_dir() -> Path:
-    """Where local LLMs converted from GGUF are cached (shared by every dataset and run)."""
-    return Path(os.environ.get(MODEL_CACHE_ENV, data_dir() / "models"))
-
-
-def mlflow_dir() -> Path:
-    """The MLflow tracking store: mlflow.db (runs, metrics, model registry) and artifacts/ beside it."""
-    return Path(os.environ.get(MLFLOW_DIR_ENV, data_dir() / "mlflow"))
-
-
 # dbt's profile reads this variable in its own process; giving it its default here makes the
 # Dagster resource and dbt agree even when the user exported nothing.
-os.environ.setdefault(WAREHOUSE_ENV, str(data_dir() / "warehouse" / "llmrec.duckdb"))
+os.environ.setdefault(WAREHOUSE_ENV, str(warehouse_path()))
 
 
 class WarehouseResource(dg.ConfigurableResource):

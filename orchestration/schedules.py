@@ -3,8 +3,8 @@
 
 import dagster as dg
 
-from ml.train.presets import preset_run_config
 from orchestration.jobs import full_pipeline_job
+from orchestration.presets import preset_run_config
 from orchestration.resources import DatasetRegistryResource
 
 WEEKLY_RETRAIN_CRON = "0 3 * * 1"  # Mondays 03:00

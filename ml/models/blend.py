@@ -41,9 +41,9 @@ import torch
 from torch import nn
 
 from ml.models.learn import LEARN
-from ml.models.sasrec import DEFAULT_POPULARITY_BETAS, SASRec, log_popularity
+from ml.models.sasrec import SASRec, log_popularity
+from ml.models.selection_grids import DEFAULT_BLEND_WEIGHTS, DEFAULT_POPULARITY_BETAS
 
-DEFAULT_BLEND_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 BlendCriterion = Literal["ndcg@10", "balanced"]
 
 

@@ -20,35 +20,23 @@ import io
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ml.data.sequences import SequenceData
 from ml.data.versioned import VersionedFolder, sha256_file, write_json
-from ml.models.blend import BlendConfig, ScoreBlend
-from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
-from ml.models.eager import EAGER, EAGERConfig, StreamCodes
-from ml.models.ed2 import ED2, ED2Config
-from ml.models.ed2_backbone import ED2Vocabulary, build_lm
-from ml.models.graph_cf import GraphCFConfig, GraphCFRecommender, build_backbone
-from ml.models.learn import LEARN, LEARNConfig
-from ml.models.popularity import PopularityModel
-from ml.models.sasrec import SASRec, SASRecConfig
+from ml.models.registry import ModelConfig, RetrievalModel, TrainedModule, kind_of, payload, rebuild
 
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 ITEM_IDS_FILE = "item_ids.json"
 MANIFEST_FILE = "manifest.json"
-
-TrainedModule = PopularityModel | SASRec | ContentSASRec | LEARN | EAGER | ScoreBlend | GraphCFRecommender | ED2
-RetrievalModel = SASRec | LEARN | ScoreBlend | GraphCFRecommender
 
 
 @dataclass(frozen=True)
@@ -65,73 +53,9 @@ class Checkpoint:
     manifest: dict[str, Any]
 
 
-def model_kind(model: nn.Module) -> str:
-    """'popularity', 'sasrec', 'content_sasrec', 'learn', 'eager', 'blend', 'graph_cf' or 'ed2'."""
-    if isinstance(model, ScoreBlend):
-        return "blend"
-    if isinstance(model, PopularityModel):
-        return "popularity"
-    if isinstance(model, ContentSASRec):  # before SASRec, its base class
-        return "content_sasrec"
-    if isinstance(model, SASRec):
-        return "sasrec"
-    if isinstance(model, LEARN):
-        return "learn"
-    if isinstance(model, EAGER):
-        return "eager"
-    if isinstance(model, GraphCFRecommender):
-        return "graph_cf"
-    if isinstance(model, ED2):
-        return "ed2"
-    raise TypeError(f"no checkpoint format for {type(model).__name__}")
-
-
-ModelConfig = SASRecConfig | LEARNConfig | EAGERConfig | BlendConfig | GraphCFConfig | ED2Config
-
-
-def _config_dict(model: TrainedModule, config: ModelConfig | None) -> dict[str, Any]:
-    if isinstance(model, PopularityModel):
-        return {}
-    if config is None:
-        raise ValueError(f"a {model_kind(model)} checkpoint needs its config")
-    return asdict(config)
-
-
 def checkpoint_folder(root: Path, dataset: str, name: str) -> VersionedFolder:
     """The versioned folder of one model of one dataset."""
     return VersionedFolder(root / dataset / name)
-
-
-BLEND_COMPONENTS = ("sequence_model", "content_model")
-
-
-def _payload(model: TrainedModule, config: ModelConfig | None) -> dict[str, Any]:
-    """Everything `_rebuild` needs to make `model` again: kind, config, weights and the frozen inputs it read."""
-    payload: dict[str, Any] = {
-        "kind": model_kind(model), "n_items": model.n_items, "config": _config_dict(model, config),
-        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
-    }
-    if isinstance(model, LEARN | ContentSASRec):
-        payload["content"] = model.content[1:].detach().cpu()  # the padding row is rebuilt on load
-    if isinstance(model, EAGER):  # the exact code tables and features it was trained and evaluated with
-        payload["streams"] = {
-            stream: {"codes": torch.from_numpy(np.asarray(codes.codes, dtype=np.int64)),
-                     "features": torch.from_numpy(np.asarray(codes.features, dtype=np.float32)),
-                     "branching": codes.branching}
-            for stream, codes in model.stream_codes.items()
-        }
-    if isinstance(model, GraphCFRecommender):  # the training edges are buffers, in the state dict
-        payload["n_users"] = model.n_users
-    if isinstance(model, ED2):  # code tables and semantic vectors are buffers, in the state dict
-        payload["n_users"] = model.n_users
-        payload["vocabulary"] = model.vocabulary.to_dict()
-        payload["lm_config"] = model.lm_config
-    if isinstance(model, ScoreBlend):  # each component whole; the blend's own state is its weight and offset
-        payload["components"] = {name: _payload(getattr(model, name), getattr(model, name).config)
-                                 for name in BLEND_COMPONENTS}
-        payload["state_dict"] = {key: value for key, value in payload["state_dict"].items()
-                                 if not key.startswith(tuple(f"{name}." for name in BLEND_COMPONENTS))}
-    return payload
 
 
 def save_checkpoint(
@@ -147,10 +71,10 @@ def save_checkpoint(
     item_ids = [str(item) for item in item_ids]
     if len(item_ids) != model.n_items:
         raise ValueError(f"{len(item_ids)} item ids for a model of {model.n_items} items")
-    payload = _payload(model, config)
-    kind = payload["kind"]
+    described = payload(model, config)
+    kind = described["kind"]
     buffer = io.BytesIO()
-    torch.save(payload, buffer)
+    torch.save(described, buffer)
     model_bytes = buffer.getvalue()
     ids_text = json.dumps(item_ids) + "\n"
     version = hashlib.sha256(model_bytes + ids_text.encode()).hexdigest()[:16]
@@ -160,7 +84,7 @@ def save_checkpoint(
         (folder / ITEM_IDS_FILE).write_text(ids_text)
         write_json(folder / MANIFEST_FILE, {
             "dataset": dataset, "name": name, "kind": kind, "version": version, "n_items": model.n_items,
-            "config": payload["config"], "info": info, "created_at": datetime.now(UTC).isoformat(),
+            "config": described["config"], "info": info, "created_at": datetime.now(UTC).isoformat(),
             "files": {file: sha256_file(folder / file) for file in (MODEL_FILE, ITEM_IDS_FILE)},
         })
 
@@ -169,54 +93,6 @@ def save_checkpoint(
     store.point_to(version)
     logger.info("checkpoint %s/%s version %s at %s", dataset, name, version, path)
     return load_checkpoint(root, dataset, name, version)
-
-
-def _rebuild(payload: dict[str, Any]) -> TrainedModule:
-    kind, n_items = payload["kind"], int(payload["n_items"])
-    model: TrainedModule
-    if kind == "popularity":
-        model = PopularityModel(n_items)
-    elif kind == "sasrec":
-        model = SASRec(n_items, SASRecConfig(**payload["config"]))
-    elif kind == "content_sasrec":
-        model = ContentSASRec(payload["content"].numpy(), ContentSASRecConfig(**payload["config"]))
-    elif kind == "learn":
-        model = LEARN(payload["content"].numpy(), LEARNConfig(**payload["config"]))
-    elif kind == "blend":
-        components = {name: _rebuild(payload["components"][name]) for name in BLEND_COMPONENTS}
-        model = ScoreBlend(components["sequence_model"], components["content_model"],  # type: ignore[arg-type]
-                           BlendConfig(**payload["config"]))
-        own = model.state_dict()
-        unknown = set(payload["state_dict"]) - set(own)
-        if unknown:
-            raise ValueError(f"blend checkpoint holds unknown state {sorted(unknown)}")
-        own.update(payload["state_dict"])
-        model.load_state_dict(own)
-        return model.eval()
-    elif kind == "eager":
-        streams = {stream: StreamCodes(codes=part["codes"].numpy(), features=part["features"].numpy(),
-                                       branching=int(part["branching"]))
-                   for stream, part in payload["streams"].items()}
-        model = EAGER(n_items, streams, EAGERConfig(**payload["config"]))
-    elif kind == "graph_cf":
-        config = GraphCFConfig(**payload["config"])
-        state = payload["state_dict"]
-        model = GraphCFRecommender(build_backbone(int(payload["n_users"]), n_items, config),
-                                   state["edge_users"].numpy(), state["edge_items"].numpy(), config)
-    elif kind == "ed2":
-        config = ED2Config(**payload["config"])
-        state = payload["state_dict"]
-        model = ED2(state["item_semantic"].numpy(), state["user_semantic"].numpy(), config,
-                    build_lm(payload["lm_config"], config), ED2Vocabulary.from_dict(payload["vocabulary"]),
-                    payload["lm_config"])
-    else:
-        raise ValueError(f"unknown model kind {kind!r} in checkpoint")
-    state = dict(payload["state_dict"])
-    if isinstance(model, SASRec) and "item_bias" not in state:
-        # Written before the popularity adjustment existed: those models served raw scores, a zero bias.
-        state["item_bias"] = torch.zeros_like(model.item_bias)
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def load_checkpoint(root: Path, dataset: str, name: str, version: str | None = None) -> Checkpoint:
@@ -232,20 +108,20 @@ def load_checkpoint(root: Path, dataset: str, name: str, version: str | None = N
     for file, expected in manifest["files"].items():
         if sha256_file(path / file) != expected:
             raise ValueError(f"checkpoint {path} is corrupted: {file} does not match its manifest checksum")
-    payload = torch.load(path / MODEL_FILE, map_location="cpu", weights_only=True)
+    stored = torch.load(path / MODEL_FILE, map_location="cpu", weights_only=True)
     item_ids = json.loads((path / ITEM_IDS_FILE).read_text())
-    return Checkpoint(dataset=dataset, name=name, kind=payload["kind"], version=version, path=path,
-                      model=_rebuild(payload), item_ids=item_ids, manifest=manifest)
+    return Checkpoint(dataset=dataset, name=name, kind=stored["kind"], version=version, path=path,
+                      model=rebuild(stored), item_ids=item_ids, manifest=manifest)
 
 
 def supports_retrieval(model: TrainedModule) -> bool:
     """Whether the model scores by user vector x item vector, so its items can be put in an ANN index."""
-    return isinstance(model, SASRec | LEARN | ScoreBlend | GraphCFRecommender)
+    return kind_of(model).retrieval
 
 
 def _served_bias(model: RetrievalModel) -> torch.Tensor | None:
     """The per-item score offset the model serves (a popularity adjustment); None for plain dot products."""
-    return model.item_bias if isinstance(model, SASRec | ScoreBlend) and model.has_item_bias() else None
+    return model.item_bias if kind_of(model).score_offset and model.has_item_bias() else None
 
 
 def has_score_offset(model: RetrievalModel) -> bool:
@@ -278,7 +154,7 @@ def user_vectors(model: RetrievalModel, histories: Sequence[np.ndarray], batch_s
     (the user's row in its training graph, one per history).
     """
     model.eval()
-    if isinstance(model, GraphCFRecommender):
+    if kind_of(model).scoring == "user_row":
         if user_rows is None or len(user_rows) != len(histories):
             raise ValueError("a graph-CF model's user vectors need one training-graph user row per history")
         return model.user_matrix()[torch.as_tensor(np.asarray(user_rows, dtype=np.int64))].numpy().astype(np.float32)
@@ -305,7 +181,7 @@ def history_encoder(checkpoint: Checkpoint) -> Callable[[list[str]], np.ndarray]
     model = checkpoint.model
     if not supports_retrieval(model):
         raise ValueError(f"{checkpoint.name} ({checkpoint.kind}) has no user tower")
-    if isinstance(model, GraphCFRecommender):
+    if kind_of(model).scoring == "user_row":
         raise ValueError(f"{checkpoint.name} ({checkpoint.kind}) has a vector per training user but no history "
                          "encoder; recommend by user id")
     rows = {item: row + 1 for row, item in enumerate(checkpoint.item_ids)}

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ml.models.selection_grids import DEFAULT_POPULARITY_BETAS
+
 # Learning-rate schedules (`ml/train/schedules.py`): constant = linear warm-up over warmup_steps, then flat;
 # inverse_sqrt = warm-up, then lr x sqrt(warmup / step) (the Transformer's, EAGER's authors'); cosine =
 # warm-up, then cosine decay to 0 at the step budget.
@@ -59,7 +61,6 @@ Batching = Literal["users", "positions"]
 # After training: "none" serves the raw scores; "balanced" subtracts beta x log(1 + training count) from every
 # item's score, beta chosen on validation (`ml/train/popularity_adjustment.py`).
 PopularityAdjustment = Literal["none", "balanced"]
-DEFAULT_POPULARITY_BETAS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
 @dataclass(frozen=True)

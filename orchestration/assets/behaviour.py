@@ -9,7 +9,7 @@ import dagster as dg
 
 from ml.data.embedding_store import write_embeddings
 from ml.models.checkpoints import item_vectors, load_checkpoint
-from ml.models.sasrec import SASRec
+from ml.models.registry import kind_of
 from orchestration.assets.training import SASREC, sasrec_model
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource
@@ -23,8 +23,8 @@ def behaviour_embeddings(context: dg.AssetExecutionContext, artifacts: ArtifactS
     """SASRec item embeddings (the checkpoint selected on validation NDCG@10), one row per item."""
     dataset = context.partition_key
     checkpoint = load_checkpoint(artifacts.checkpoints_root(), dataset, SASREC)
-    if not isinstance(checkpoint.model, SASRec):
-        raise TypeError(f"{checkpoint.path} holds a {checkpoint.kind} model, not SASRec")
+    if not kind_of(checkpoint.model).item_id_table:
+        raise TypeError(f"{checkpoint.path} holds a {checkpoint.kind} model, which learns no item-ID table")
     vectors = item_vectors(checkpoint.model, served=False)  # the learned table, no score offset
     model_id = f"sasrec:{checkpoint.version}"
     folder = write_embeddings(artifacts.embeddings_root(), dataset, ITEM_BEHAVIOUR, checkpoint.item_ids, vectors,

@@ -15,8 +15,7 @@ from pydantic import Field
 
 from ml.models.blend import BlendConfig, BlendCriterion
 from ml.models.checkpoints import Checkpoint, load_checkpoint
-from ml.models.learn import LEARN as LEARNModel
-from ml.models.sasrec import SASRec
+from ml.models.registry import kind_of
 from ml.tracking.training_runs import TrainingOutcome
 from ml.train.blend_selection import fit_blend
 from ml.train.early_stopping import EpochCallback
@@ -82,7 +81,7 @@ def blend_model(
         if checkpoint.item_ids != data.item_ids:
             raise dg.Failure(f"checkpoint {checkpoint.path} was trained on another item vocabulary; "
                              f"rematerialize {checkpoint.name}_model first")
-    if not isinstance(sequence.model, SASRec) or not isinstance(content.model, LEARNModel):
+    if not kind_of(sequence.model).item_id_table or content.kind != "learn":
         raise dg.Failure(f"a blend needs a SASRec-family and a LEARN checkpoint, got {sequence.kind} and "
                          f"{content.kind}")
     library_config = config.blend()

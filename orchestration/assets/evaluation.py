@@ -39,12 +39,8 @@ from ml.evaluate.report import (
     write_results_json,
 )
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
-from ml.models.blend import ScoreBlend
-from ml.models.checkpoints import check_user_rows, load_checkpoint, supports_retrieval
-from ml.models.eager import EAGER as EAGERModel
-from ml.models.ed2 import ED2
-from ml.models.graph_cf import GraphCFRecommender
-from ml.models.learn import LEARN
+from ml.models.checkpoints import check_user_rows, load_checkpoint
+from ml.models.registry import kind_of
 from ml.tracking.mlflow_store import log_metrics, register_best_model
 from ml.train.early_stopping import SELECTION_METRIC
 from orchestration.assets.blend import BLEND, blend_model
@@ -156,13 +152,14 @@ def model_evaluation(
         # A graph model scores users by their row in its training graph, ED2 by the index of that row's user
         # (the split's user order, both).
         user_rows: dict[str, np.ndarray] = {}
-        if isinstance(model, GraphCFRecommender | ED2):
+        kind = kind_of(model)
+        if kind.scoring == "user_row":
             check_user_rows(info, data, name)
             user_rows["user_rows"] = np.arange(data.n_users)
         # A generative model beam-searches every user of a batch at once (beams x prompt caches): it scores in
         # the batches it validated with, not the evaluator's 1,024-user ones.
-        batch_size = model.config.eval_batch_size if isinstance(model, EAGERModel | ED2) else config.batch_size
-        with model.cached_items() if isinstance(model, LEARN | ScoreBlend) else nullcontext():
+        batch_size = model.config.eval_batch_size if kind.evaluation == "beam_search" else config.batch_size
+        with model.cached_items() if kind.caches_items else nullcontext():
             # Every training asset selected its checkpoint on exactly these validation metrics (history
             # ranked, the same evaluator, the served scores): reuse them rather than score validation again.
             if not config.mask_history and "best_valid" in info:
@@ -188,7 +185,7 @@ def model_evaluation(
                    other_key: other.metrics,
                    **{setting: info[setting] for setting in SERVED_SETTINGS if setting in info}},
         ))
-        if supports_retrieval(model):
+        if kind.retrieval:
             retrieval_models.append(name)
 
     best = select_best(reports, SELECTION_METRIC, candidates=retrieval_models)

@@ -26,7 +26,7 @@ from ml.models.checkpoints import (
     supports_retrieval,
     user_vectors,
 )
-from ml.models.graph_cf import GraphCFRecommender
+from ml.models.registry import kind_of
 from ml.tracking.mlflow_store import promote_champion
 from orchestration.assets.evaluation import model_evaluation, read_results
 from orchestration.partitions import dataset_partitions
@@ -81,7 +81,7 @@ def published_index(
                                                                               strict=True)]
     # A graph model has one vector per training-graph user row (the split's user order), not a history encoder.
     user_rows = None
-    if isinstance(model, GraphCFRecommender):
+    if kind_of(model).scoring == "user_row":
         check_user_rows(checkpoint.manifest["info"], data, checkpoint.name)
         user_rows = np.arange(data.n_users)
     published = publish_index(

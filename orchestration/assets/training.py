@@ -25,13 +25,13 @@ from ml.models.content_sasrec import ContentSASRecConfig, Fusion
 from ml.models.learn import LEARNConfig, TargetSpan
 from ml.models.popularity import PopularityModel
 from ml.models.sasrec import (
-    DEFAULT_POPULARITY_BETAS,
     Batching,
     LossWeighting,
     LRSchedule,
     PopularityAdjustment,
     SASRecConfig,
 )
+from ml.models.selection_grids import DEFAULT_POPULARITY_BETAS
 from ml.tracking.training_runs import RunPlace, TrainingOutcome, track_training
 from ml.train.content_sasrec_training import train_content_sasrec
 from ml.train.early_stopping import EpochCallback

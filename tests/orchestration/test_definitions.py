@@ -3,8 +3,8 @@
 import dagster as dg
 import pytest
 
-from ml.train.presets import TRAINING_PRESETS, preset_run_config
 from orchestration.definitions import defs
+from orchestration.presets import TRAINING_PRESETS, preset_run_config
 from orchestration.resources import DUCKDB_POOL, LLMResource
 
 

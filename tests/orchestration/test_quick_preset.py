@@ -14,7 +14,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from ml.train.presets import preset_run_config
 from orchestration.assets.behaviour import behaviour_embeddings
 from orchestration.assets.blend import blend_model
 from orchestration.assets.codes import behaviour_codes, semantic_codes
@@ -26,6 +25,7 @@ from orchestration.assets.generative import eager_model
 from orchestration.assets.graph_cf import graph_cf_model, rlmrec_con_model, rlmrec_gen_model
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.training import content_sasrec_model, learn_model, popularity_model, sasrec_model
+from orchestration.presets import preset_run_config
 from orchestration.resources import pipeline_resources, registry_path
 
 DATASET = "movielens-100k"

@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ml.train.presets import preset_run_config
 from orchestration.assets.training import SASRecTrainingConfig
 from orchestration.definitions import defs
+from orchestration.presets import preset_run_config
 from orchestration.resources import PROJECT_ROOT, DatasetRegistryResource
 from orchestration.schedules import weekly_full_retrain
 from orchestration.sensors import raw_files_sensor

@@ -7,8 +7,9 @@ import torch
 from ml.data.sequences import SequenceData
 from ml.evaluate.ranking import evaluate_model
 from ml.evaluate.slices import SliceConfig, item_train_counts, slice_masks, slice_metrics
-from ml.models.checkpoints import MODEL_FILE, _rebuild, item_vectors, load_checkpoint, save_checkpoint, user_vectors
+from ml.models.checkpoints import MODEL_FILE, item_vectors, load_checkpoint, save_checkpoint, user_vectors
 from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
+from ml.models.registry import rebuild
 from ml.models.sasrec import SASRec, SASRecConfig
 from ml.train.content_sasrec_training import train_content_sasrec
 from ml.train.popularity_adjustment import balanced_score, choose_popularity_adjustment
@@ -134,7 +135,7 @@ def test_checkpoint_keeps_the_adjustment_and_older_checkpoints_load_without_one(
     # A checkpoint written before the adjustment existed has no item_bias: it serves raw scores.
     payload = torch.load(saved.path / MODEL_FILE, weights_only=True)
     del payload["state_dict"]["item_bias"]
-    old = _rebuild(payload)
+    old = rebuild(payload)
     assert not old.has_item_bias()
     model.set_popularity_adjustment(np.arange(9), 0.0)
     assert torch.equal(old.score(histories), model.score(histories))

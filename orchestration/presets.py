@@ -9,8 +9,7 @@ figures for both are in README.md. Keys are the training assets' names; values t
 from collections.abc import Sequence
 from typing import Any
 
-from ml.models.blend import DEFAULT_BLEND_WEIGHTS
-from ml.models.sasrec import DEFAULT_POPULARITY_BETAS
+from ml.models.selection_grids import DEFAULT_BLEND_WEIGHTS, DEFAULT_POPULARITY_BETAS
 
 # The reference recipe (shuffled batches of 256 users) with a budget far beyond where validation stalls.
 _CONVERGED_SASREC = {"batching": "users", "bucket_batches": 1, "max_steps": 40_000}
@@ -46,6 +45,14 @@ TRAINING_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       "reassign_every_steps": None, "max_len": 20, "beam_size": 20, "warmup_steps": 100},
     },
 }
+
+
+PRESET_NAMES: tuple[str, ...] = tuple(sorted(TRAINING_PRESETS))
+
+
+def converged_assets() -> list[str]:
+    """The training assets the converged preset overrides (those `--quick-assets` may keep quick)."""
+    return sorted(TRAINING_PRESETS["converged"])
 
 
 def preset_run_config(preset: str, keep_quick: Sequence[str] = ()) -> dict[str, Any]:
