@@ -21,7 +21,7 @@ SELECT ?=
 # The recommendation service's port (make serve); it binds 127.0.0.1 (see README, Serving).
 PORT ?= 8000
 
-.PHONY: install prepare run backfill dev serve test lint benchmark clean
+.PHONY: install prepare run backfill dev serve test test-all lint benchmark clean
 
 # llama-cpp-python compiles from source. A native build (-march=native) on a CPU that reports AMX runs
 # llama.cpp's AMX kernels, and on these VMs the AMX instructions fault (SIGILL on the first prompt), so
@@ -74,8 +74,15 @@ dev: prepare
 serve: install
 	$(BIN)/python -m serving --port $(PORT)
 
+# The default tier: unit, dbt, data-quality, definitions, blocking checks, the service, and a smoke run of the
+# whole graph at tiny budgets (pyproject.toml deselects the slow, llm and browser markers).
 test: prepare
 	$(BIN)/python -m pytest
+
+# Every tier: adds the movielens quality gate, the amazon-beauty acceptance run, the LLM tests and the browser
+# tests (what CI runs).
+test-all: prepare
+	$(BIN)/python -m pytest -m ""
 
 lint: install
 	$(BIN)/ruff check .

@@ -31,8 +31,8 @@ from ml.models.eager import EAGER
 from ml.train.eager_training import eager_step, next_item_examples
 from ml.train.sasrec_training import batches_per_epoch, bucketed_batches
 from orchestration.assets.generative import STREAM_SOURCES, EAGERTrainingConfig
+from orchestration.paths import data_dir
 from orchestration.presets import TRAINING_PRESETS
-from orchestration.resources import data_dir
 
 logger = logging.getLogger("benchmarks.eager_steps")
 

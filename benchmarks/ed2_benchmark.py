@@ -29,7 +29,7 @@ from ml.data.semantic_vectors import read_llm_semantics
 from ml.evaluate.ranking import evaluate_protocols
 from ml.train.ed2_training import train_ed2
 from orchestration.assets.ed2 import ED2TrainingConfig
-from orchestration.resources import data_dir
+from orchestration.paths import data_dir
 
 logger = logging.getLogger("benchmarks.ed2")
 

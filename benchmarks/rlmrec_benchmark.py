@@ -44,7 +44,7 @@ from ml.evaluate.ranking import evaluate_protocols
 from ml.models.graph_cf import GraphCFRecommender, train_edges
 from ml.train.graph_cf_training import GraphCFResult, train_graph_cf
 from orchestration.assets.graph_cf import GraphCFTrainingConfig
-from orchestration.resources import data_dir
+from orchestration.paths import data_dir
 
 logger = logging.getLogger("benchmarks.rlmrec")
 

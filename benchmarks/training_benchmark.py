@@ -61,8 +61,8 @@ from orchestration.assets.training import (
     LEARNTrainingConfig,
     SASRecTrainingConfig,
 )
+from orchestration.paths import WAREHOUSE_ENV, data_dir
 from orchestration.presets import TRAINING_PRESETS
-from orchestration.resources import WAREHOUSE_ENV, data_dir
 
 logger = logging.getLogger("benchmarks.training")
 

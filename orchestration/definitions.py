@@ -3,19 +3,15 @@
 import dagster as dg
 
 from orchestration.assets.behaviour import behaviour_embeddings
-from orchestration.assets.blend import blend_model
 from orchestration.assets.codes import behaviour_codes, semantic_codes
 from orchestration.assets.dbt import data_layer_dbt
-from orchestration.assets.ed2 import ed2_model
 from orchestration.assets.embeddings import item_llm_embeddings, item_text_embeddings, profile_embeddings
 from orchestration.assets.evaluation import best_model_beats_popularity, model_evaluation
-from orchestration.assets.generative import eager_model
-from orchestration.assets.graph_cf import graph_cf_model, rlmrec_con_model, rlmrec_gen_model
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.profiles import item_profiles, user_profiles
 from orchestration.assets.publishing import published_index
 from orchestration.assets.summary import data_layer_summary
-from orchestration.assets.training import content_sasrec_model, learn_model, popularity_model, sasrec_model
+from orchestration.assets.trained import TRAINING_ASSETS
 from orchestration.checks import gx_interactions, gx_raw_events
 from orchestration.jobs import data_layer_job, full_pipeline_job
 from orchestration.resources import default_resources
@@ -27,8 +23,7 @@ defs = dg.Definitions(
         ingest_raw_logs, data_layer_dbt, data_layer_summary,
         item_profiles, user_profiles, item_text_embeddings, profile_embeddings, item_llm_embeddings,
         behaviour_embeddings, semantic_codes, behaviour_codes,
-        popularity_model, sasrec_model, content_sasrec_model, learn_model, eager_model, blend_model,
-        graph_cf_model, rlmrec_con_model, rlmrec_gen_model, ed2_model,
+        *TRAINING_ASSETS,
         model_evaluation, published_index,
     ],
     asset_checks=[gx_raw_events, gx_interactions, best_model_beats_popularity],

@@ -36,6 +36,13 @@ def pytest_configure(config: pytest.Config) -> None:
     run_dbt("parse", "--quiet")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that loads the packaged LLM (the `local_llm_dir` fixture, directly or not) is in the `llm` tier."""
+    for item in items:
+        if "local_llm_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.llm)
+
+
 @pytest.fixture
 def warehouse_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh DuckDB file for one test, exported the way dbt and Dagster read it."""

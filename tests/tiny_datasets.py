@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestration.resources import PROJECT_ROOT
+from orchestration.paths import PROJECT_ROOT
 
 MOVIELENS = PROJECT_ROOT / "data" / "raw" / "movielens-100k"
 SHIPPED_REGISTRY = PROJECT_ROOT / "datasets.yaml"

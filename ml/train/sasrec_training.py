@@ -9,7 +9,7 @@ The loss weights every real position the same, whatever the batching: a batch's 
 its positions' cross-entropies divided by the epoch's mean positions per batch (a constant), not the
 batch's own mean. With length-bucketed batches a per-batch mean gave the 3-position users about half
 of the gradient for a fifth of the positions, and cost a third of SASRec's accuracy on Beauty (see
-README, *Measured*); with the constant divisor an epoch's summed gradient is exactly that of the mean
+benchmarks/README.md); with the constant divisor an epoch's summed gradient is exactly that of the mean
 over all positions, so bucketing only changes which positions share a step. Validation uses the shared
 full-ranking evaluator (history = training items, target = validation item); the test split is never
 looked at here. Runs are deterministic on CPU for a given seed (shuffling has its own generator);

@@ -19,17 +19,9 @@ from ml.models.registry import kind_of
 from ml.tracking.training_runs import TrainingOutcome
 from ml.train.blend_selection import fit_blend
 from ml.train.early_stopping import EpochCallback
-from orchestration.assets.training import (
-    CONTENT_SASREC,
-    LEARN,
-    content_sasrec_model,
-    learn_model,
-    load_split,
-    sasrec_model,
-    train_tracked,
-)
-from orchestration.partitions import dataset_partitions
-from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
+from orchestration.assets.shared import load_split, train_tracked, training_asset
+from orchestration.assets.training import CONTENT_SASREC, LEARN, content_sasrec_model, learn_model, sasrec_model
+from orchestration.resources import ArtifactStoreResource, MlflowResource, WarehouseResource
 
 BLEND = "blend"
 # Manifest facts of a component worth repeating in the blend's own (the content set and version it read).
@@ -67,8 +59,7 @@ def _component_facts(prefix: str, checkpoint: Checkpoint) -> dict[str, Any]:
             **{f"{prefix}_{fact}": info[fact] for fact in _COMPONENT_FACTS if fact in info}}
 
 
-@dg.asset(deps=[sasrec_model, content_sasrec_model, learn_model], group_name="training",
-          partitions_def=dataset_partitions, pool=DUCKDB_POOL, compute_kind="pytorch")
+@training_asset(deps=[sasrec_model, content_sasrec_model, learn_model])
 def blend_model(
     context: dg.AssetExecutionContext, config: BlendTrainingConfig, warehouse: WarehouseResource,
     artifacts: ArtifactStoreResource, mlflow: MlflowResource,

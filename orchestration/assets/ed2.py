@@ -24,9 +24,15 @@ from ml.tracking.training_runs import TrainingOutcome
 from ml.train.early_stopping import EpochCallback
 from ml.train.ed2_training import tiny_backbone, train_ed2
 from orchestration.assets.embeddings import item_llm_embeddings, item_text_embeddings, profile_embeddings
-from orchestration.assets.training import RESUME_FIELDS, USER_SEQUENCES, ResumeSettings, load_split, train_tracked
-from orchestration.partitions import dataset_partitions
-from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
+from orchestration.assets.shared import (
+    RESUME_FIELDS,
+    USER_SEQUENCES,
+    ResumeSettings,
+    load_split,
+    train_tracked,
+    training_asset,
+)
+from orchestration.resources import ArtifactStoreResource, MlflowResource, WarehouseResource
 
 ED2_MODEL = "ed2"
 
@@ -118,8 +124,7 @@ def read_semantics(artifacts: ArtifactStoreResource, data: SequenceData, user_so
                          f"{data.dataset}: materialize item_text_embeddings and profile_embeddings first") from missing
 
 
-@dg.asset(deps=[USER_SEQUENCES, item_text_embeddings, item_llm_embeddings, profile_embeddings],
-          group_name="training", partitions_def=dataset_partitions, pool=DUCKDB_POOL, compute_kind="pytorch")
+@training_asset(deps=[USER_SEQUENCES, item_text_embeddings, item_llm_embeddings, profile_embeddings])
 def ed2_model(
     context: dg.AssetExecutionContext, config: ED2TrainingConfig, warehouse: WarehouseResource,
     artifacts: ArtifactStoreResource, mlflow: MlflowResource,

@@ -43,30 +43,14 @@ from ml.models.checkpoints import check_user_rows, load_checkpoint
 from ml.models.registry import kind_of
 from ml.tracking.mlflow_store import log_metrics, register_best_model
 from ml.train.early_stopping import SELECTION_METRIC
-from orchestration.assets.blend import BLEND, blend_model
-from orchestration.assets.ed2 import ED2_MODEL, ed2_model
-from orchestration.assets.generative import EAGER, eager_model
-from orchestration.assets.graph_cf import (
-    GRAPH_CF_MODELS,
-    graph_cf_model,
-    rlmrec_con_model,
-    rlmrec_gen_model,
-)
-from orchestration.assets.training import (
-    MODEL_NAMES,
-    POPULARITY,
-    content_sasrec_model,
-    learn_model,
-    popularity_model,
-    sasrec_model,
-)
+from orchestration.assets.trained import TRAINED_MODELS, TRAINING_ASSETS
+from orchestration.assets.training import POPULARITY
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
 
 RESULTS_FILE = "results.json"
 CURVES_FILE = "recall_curves.png"
 METRICS_TABLE = "evaluation.model_metrics"
-EVALUATED_MODELS = (*MODEL_NAMES, EAGER, BLEND, *GRAPH_CF_MODELS, ED2_MODEL)
 # What a checkpoint serves beyond its weights, repeated in results.json (absent = raw scores).
 SERVED_SETTINGS = ("popularity_beta", "blend_weight")
 
@@ -119,8 +103,7 @@ def _metric_rows(reports: list[ModelReport]) -> pa.Table:
 
 
 @dg.asset(
-    deps=[popularity_model, sasrec_model, content_sasrec_model, learn_model, eager_model, blend_model,
-          graph_cf_model, rlmrec_con_model, rlmrec_gen_model, ed2_model],
+    deps=list(TRAINING_ASSETS),
     group_name="evaluation",
     partitions_def=dataset_partitions,
     pool=DUCKDB_POOL,
@@ -142,7 +125,7 @@ def model_evaluation(
     other_key = f"test_{_protocol(not config.mask_history)}"  # the other protocol's test metrics
     reports: list[ModelReport] = []
     retrieval_models: list[str] = []
-    for name in EVALUATED_MODELS:
+    for name in TRAINED_MODELS:
         checkpoint = load_checkpoint(artifacts.checkpoints_root(), dataset, name)
         model = checkpoint.model
         if checkpoint.item_ids != data.item_ids:

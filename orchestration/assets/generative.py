@@ -21,9 +21,15 @@ from ml.train.early_stopping import EpochCallback
 from orchestration.assets.behaviour import ITEM_BEHAVIOUR
 from orchestration.assets.codes import behaviour_codes, semantic_codes
 from orchestration.assets.embeddings import ITEM_TEXT
-from orchestration.assets.training import RESUME_FIELDS, USER_SEQUENCES, ResumeSettings, load_split, train_tracked
-from orchestration.partitions import dataset_partitions
-from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
+from orchestration.assets.shared import (
+    RESUME_FIELDS,
+    USER_SEQUENCES,
+    ResumeSettings,
+    load_split,
+    train_tracked,
+    training_asset,
+)
+from orchestration.resources import ArtifactStoreResource, MlflowResource, WarehouseResource
 
 EAGER = "eager"
 # stream -> (code table, embedding set of its global features)
@@ -97,8 +103,7 @@ class EAGERTrainingConfig(ResumeSettings):
         return EAGERConfig(**self.model_dump(exclude=RESUME_FIELDS))
 
 
-@dg.asset(deps=[USER_SEQUENCES, semantic_codes, behaviour_codes], group_name="training",
-          partitions_def=dataset_partitions, pool=DUCKDB_POOL, compute_kind="pytorch")
+@training_asset(deps=[USER_SEQUENCES, semantic_codes, behaviour_codes])
 def eager_model(
     context: dg.AssetExecutionContext, config: EAGERTrainingConfig, warehouse: WarehouseResource,
     artifacts: ArtifactStoreResource, mlflow: MlflowResource,

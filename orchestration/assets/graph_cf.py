@@ -23,12 +23,10 @@ from ml.tracking.training_runs import TrainingOutcome
 from ml.train.early_stopping import EpochCallback
 from ml.train.graph_cf_training import train_graph_cf
 from orchestration.assets.embeddings import item_text_embeddings, profile_embeddings
-from orchestration.assets.training import USER_SEQUENCES, load_split, train_tracked
-from orchestration.partitions import dataset_partitions
-from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
+from orchestration.assets.shared import USER_SEQUENCES, load_split, train_tracked, training_asset
+from orchestration.resources import ArtifactStoreResource, MlflowResource, WarehouseResource
 
 GRAPH_CF, RLMREC_CON, RLMREC_GEN = "graph_cf", "rlmrec_con", "rlmrec_gen"
-GRAPH_CF_MODELS = (GRAPH_CF, RLMREC_CON, RLMREC_GEN)
 
 
 class GraphCFTrainingConfig(dg.Config):
@@ -106,8 +104,7 @@ def _train_graph_variant(
     return train_tracked(context, mlflow, artifacts, data, name, {**asdict(library_config), **provenance}, train)
 
 
-@dg.asset(deps=[USER_SEQUENCES], group_name="training", partitions_def=dataset_partitions, pool=DUCKDB_POOL,
-          compute_kind="pytorch")
+@training_asset(deps=[USER_SEQUENCES])
 def graph_cf_model(
     context: dg.AssetExecutionContext, config: GraphCFTrainingConfig, warehouse: WarehouseResource,
     artifacts: ArtifactStoreResource, mlflow: MlflowResource,
@@ -116,8 +113,7 @@ def graph_cf_model(
     return _train_graph_variant(context, config, warehouse, artifacts, mlflow, GRAPH_CF, "base")
 
 
-@dg.asset(deps=[USER_SEQUENCES, profile_embeddings, item_text_embeddings], group_name="training",
-          partitions_def=dataset_partitions, pool=DUCKDB_POOL, compute_kind="pytorch")
+@training_asset(deps=[USER_SEQUENCES, profile_embeddings, item_text_embeddings])
 def rlmrec_con_model(
     context: dg.AssetExecutionContext, config: GraphCFTrainingConfig, warehouse: WarehouseResource,
     artifacts: ArtifactStoreResource, mlflow: MlflowResource,
@@ -126,8 +122,7 @@ def rlmrec_con_model(
     return _train_graph_variant(context, config, warehouse, artifacts, mlflow, RLMREC_CON, "con")
 
 
-@dg.asset(deps=[USER_SEQUENCES, profile_embeddings, item_text_embeddings], group_name="training",
-          partitions_def=dataset_partitions, pool=DUCKDB_POOL, compute_kind="pytorch")
+@training_asset(deps=[USER_SEQUENCES, profile_embeddings, item_text_embeddings])
 def rlmrec_gen_model(
     context: dg.AssetExecutionContext, config: GraphCFTrainingConfig, warehouse: WarehouseResource,
     artifacts: ArtifactStoreResource, mlflow: MlflowResource,

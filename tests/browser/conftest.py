@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from orchestration.resources import PROJECT_ROOT
+from orchestration.paths import PROJECT_ROOT
 
 logger = logging.getLogger(__name__)
 

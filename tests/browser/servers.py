@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from orchestration.resources import PROJECT_ROOT
+from orchestration.paths import PROJECT_ROOT
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from ml.llm.local_server import free_port
 from orchestration.assets.ingest import RAW_EVENTS, ingest_raw_logs
 from orchestration.checks import INTERACTIONS
 from orchestration.definitions import defs
-from orchestration.resources import PROJECT_ROOT
+from orchestration.paths import PROJECT_ROOT
 from tests.browser.servers import serve
 from tests.tiny_datasets import write_registry, write_timestamped_slice
 

@@ -30,7 +30,7 @@ from ml.tracking.mlflow_store import (
     start_training_run,
 )
 from orchestration.assets.evaluation import registered_model_name
-from orchestration.assets.training import TRAINING_EXPERIMENT
+from orchestration.assets.shared import TRAINING_EXPERIMENT
 from tests.browser.servers import answers, serve
 
 pytestmark = pytest.mark.browser

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 
 from orchestration.assets.dbt import data_layer_dbt
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.checks import gx_interactions, gx_raw_events
-from orchestration.resources import PROJECT_ROOT, pipeline_resources, registry_path
+from orchestration.paths import PROJECT_ROOT, registry_path
+from orchestration.resources import pipeline_resources
+
+pytestmark = pytest.mark.slow
 
 RAW_EVENTS = PROJECT_ROOT / "data/raw/amazon-beauty/events.jsonl.gz"
 

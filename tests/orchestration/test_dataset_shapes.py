@@ -16,7 +16,7 @@ import duckdb
 import pytest
 
 from ml.index.publish import list_versions
-from orchestration.resources import PROJECT_ROOT
+from orchestration.paths import PROJECT_ROOT
 from tests.tiny_datasets import (
     shipped_entries,
     write_registry,
@@ -48,7 +48,7 @@ def _environment(tmp_path: Path, registry: Path, warehouse: Path) -> dict[str, s
 
 def _make(env: dict[str, str], *arguments: str) -> str:
     """Run `make <arguments>` in the project; its output, or the test fails with the tail of it."""
-    result = subprocess.run(["make", *arguments, f"CONFIG={RUN_CONFIG}"], cwd=PROJECT_ROOT, env=env,
+    result = subprocess.run(["make", *arguments, "PRESET=tiny", f"CONFIG={RUN_CONFIG}"], cwd=PROJECT_ROOT, env=env,
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
         pytest.fail(f"make {' '.join(arguments)} exited {result.returncode}:\n{result.stdout[-8000:]}\n"

@@ -23,27 +23,21 @@ from ml.index.recommend import load_current, recommend
 from ml.models.checkpoints import history_encoder, load_checkpoint
 from ml.tracking.mlflow_store import TrackingStore, find_runs
 from orchestration.assets.behaviour import behaviour_embeddings
-from orchestration.assets.blend import blend_model
 from orchestration.assets.codes import behaviour_codes, semantic_codes
 from orchestration.assets.dbt import data_layer_dbt
-from orchestration.assets.ed2 import ed2_model
 from orchestration.assets.embeddings import item_llm_embeddings, item_text_embeddings, profile_embeddings
 from orchestration.assets.evaluation import best_model_beats_popularity, model_evaluation
-from orchestration.assets.generative import eager_model
-from orchestration.assets.graph_cf import graph_cf_model, rlmrec_con_model, rlmrec_gen_model
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.profiles import item_profiles, user_profiles
 from orchestration.assets.publishing import published_index
+from orchestration.assets.shared import TRAINING_EXPERIMENT
 from orchestration.assets.summary import data_layer_summary
-from orchestration.assets.training import (
-    TRAINING_EXPERIMENT,
-    content_sasrec_model,
-    learn_model,
-    popularity_model,
-    sasrec_model,
-)
+from orchestration.assets.trained import TRAINED_MODELS, TRAINING_ASSETS
 from orchestration.checks import gx_interactions, gx_raw_events
-from orchestration.resources import LLMResource, pipeline_resources, registry_path
+from orchestration.cli import merge_run_config
+from orchestration.paths import registry_path
+from orchestration.presets import preset_run_config
+from orchestration.resources import LLMResource, pipeline_resources
 
 DATASET = "movielens-100k"
 TABLES = ("raw.events", "raw.items", "marts.interactions", "marts.user_sequences", "marts.item_catalog",
@@ -52,17 +46,14 @@ TABLES = ("raw.events", "raw.items", "marts.interactions", "marts.user_sequences
 EMBEDDINGS = ("item_text", "item_llm", "item_profile", "user_profile", "item_behaviour")
 ASSETS = [ingest_raw_logs, data_layer_dbt, data_layer_summary, gx_raw_events, gx_interactions, item_profiles,
           user_profiles, item_text_embeddings, profile_embeddings, item_llm_embeddings, behaviour_embeddings,
-          semantic_codes, behaviour_codes, popularity_model, sasrec_model, content_sasrec_model, learn_model,
-          eager_model, blend_model, graph_cf_model, rlmrec_con_model, rlmrec_gen_model, ed2_model, model_evaluation,
-          best_model_beats_popularity, published_index]
-MODELS = ("popularity", "sasrec", "content_sasrec", "learn", "eager", "blend", "graph_cf", "rlmrec_con", "rlmrec_gen",
-          "ed2")
+          semantic_codes, behaviour_codes, *TRAINING_ASSETS, model_evaluation, best_model_beats_popularity,
+          published_index]
 RUN_CONFIG = Path(__file__).parent / "tiny_run_config.yaml"
 
 
 def _materialize(warehouse: Path, artifacts: Path, budget: int) -> dg.ExecuteInProcessResult:
-    """The whole graph at the tiny budgets (`budget` new profiles each), every frozen-LLM text encoded."""
-    config = yaml.safe_load(RUN_CONFIG.read_text())
+    """The whole graph at the tiny preset's budgets (`budget` new profiles each), every frozen-LLM text encoded."""
+    config = merge_run_config(preset_run_config("tiny"), yaml.safe_load(RUN_CONFIG.read_text()))
     resources = pipeline_resources(str(warehouse), registry_path(), artifacts)
     resources["llm"] = LLMResource(**config.pop("resources")["llm"]["config"])
     for asset in ("item_profiles", "user_profiles"):
@@ -77,7 +68,7 @@ def _snapshot(warehouse: Path, artifacts: Path) -> dict[str, object]:
                   for table in TABLES}
     versions = {name: embeddings_folder(artifacts / "embeddings", DATASET, name).current() for name in EMBEDDINGS}
     checkpoints = {name: load_checkpoint(artifacts / "checkpoints", DATASET, name).version
-                   for name in MODELS}
+                   for name in TRAINED_MODELS}
     return {**tables, "embedding_versions": versions, "checkpoints": checkpoints}
 
 
@@ -146,7 +137,7 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     # by the evaluation, the Dagster run id), the best on validation registered.
     store = TrackingStore(artifacts / "mlflow")
     runs = {run.data.tags["model"]: run for run in find_runs(store, TRAINING_EXPERIMENT)}
-    assert set(runs) == set(MODELS)
+    assert set(runs) == set(TRAINED_MODELS)
     for name, run in runs.items():
         assert run.info.status == "FINISHED" and run.data.tags["dagster_run_id"] == first.run_id
         assert {"best_valid_ndcg_at_10", "test_recall_at_10", "test_cold_items_users"} <= set(run.data.metrics), name
@@ -210,7 +201,7 @@ def test_whole_graph_materializes_and_reruns_identically(warehouse_path: Path, t
     assert evaluation["recall_curves"].startswith("![test recall@k per model](data:image/png;base64,")
     metric_rows = before["evaluation.model_metrics"]
     assert {(model, split) for model, split, *_ in metric_rows} == {
-        (model, split) for model in MODELS for split in ("valid", "test")}
+        (model, split) for model in TRAINED_MODELS for split in ("valid", "test")}
     # Validation figures are the ones each model was selected on, and they are what its served scores give.
     with duckdb.connect(str(warehouse_path), read_only=True) as con:
         data = load_sequences(con, DATASET)

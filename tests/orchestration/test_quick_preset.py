@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from orchestration.assets.behaviour import behaviour_embeddings
 from orchestration.assets.blend import blend_model
@@ -25,8 +26,11 @@ from orchestration.assets.generative import eager_model
 from orchestration.assets.graph_cf import graph_cf_model, rlmrec_con_model, rlmrec_gen_model
 from orchestration.assets.ingest import ingest_raw_logs
 from orchestration.assets.training import content_sasrec_model, learn_model, popularity_model, sasrec_model
+from orchestration.paths import registry_path
 from orchestration.presets import preset_run_config
-from orchestration.resources import pipeline_resources, registry_path
+from orchestration.resources import pipeline_resources
+
+pytestmark = pytest.mark.slow
 
 DATASET = "movielens-100k"
 

@@ -10,8 +10,9 @@ import pytest
 
 from orchestration.assets.training import SASRecTrainingConfig
 from orchestration.definitions import defs
+from orchestration.paths import PROJECT_ROOT
 from orchestration.presets import preset_run_config
-from orchestration.resources import PROJECT_ROOT, DatasetRegistryResource
+from orchestration.resources import DatasetRegistryResource
 from orchestration.schedules import weekly_full_retrain
 from orchestration.sensors import raw_files_sensor
 

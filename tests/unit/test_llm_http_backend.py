@@ -20,6 +20,8 @@ from ml.profiles.generate import generate_profiles
 from ml.profiles.parsing import Profile, parse_profile
 from ml.profiles.prompts import ItemFacts, build_item_prompt
 
+pytestmark = pytest.mark.llm
+
 ITEMS = [
     ItemFacts("i1", title="OPI Nail Lacquer, Red", categories=("OPI", "Makeup", "Nails")),
     ItemFacts("i2", title="Neutrogena Oil-Free Acne Wash", categories=("Neutrogena", "Skin Care", "Face")),
