@@ -30,24 +30,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
-import yaml
+
+from benchmarks.data_layer_generator import DATASET, generate_log, sql_path, write_registry
+from benchmarks.data_layer_reference import Counts, direct_counts, run_direct
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "transforms"
-DATASET = "synthetic"
-K_CORE = 5
-SESSION_GAP_MINUTES = 30
-MIN_SEQUENCE_LENGTH = 3
-TIMESTAMP_MIN_S = 1_500_000_000
-TIMESTAMP_SPAN_S = 100_000_000
-# Each user is active around a few anchor times; events fall in a window after one of them.
-ANCHORS_PER_USER = 4
-ANCHOR_WINDOW_S = 7_200
 # How often a child process's peak memory (VmHWM, a running maximum) is read.
 RSS_POLL_S = 0.2
 # The line the ingestion child prints its seconds on.
@@ -55,16 +47,6 @@ INGEST_RESULT = "ingestion seconds: "
 
 logger = logging.getLogger("data_layer_benchmark")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Counts:
-    """Users, items and interactions of a leave-one-out split, plus the k-core passes that led to it."""
-
-    users: int
-    items: int
-    interactions: int
-    kcore_passes: int
 
 
 # ---------------------------------------------------------------- helpers
@@ -114,106 +96,6 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | No
     if row is None:
         raise SystemExit(f"query returned no row: {sql}")
     return row[0]
-
-
-def sql_path(path: Path) -> str:
-    """A path as a single-quoted SQL string literal."""
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-# ---------------------------------------------------------------- synthetic log
-
-
-def generate_log(workdir: Path, events: int, users: int, items: int, seed: int) -> None:
-    """Write events.jsonl.gz (skewed users and items, clustered timestamps) and items.jsonl.gz."""
-    con = duckdb.connect()
-    try:
-        draw_random_values(con, events, users, seed)
-        # Items are Zipf-like (P(k) ~ 1/k): a long tail of rare items that the 5-core removes.
-        # Users are skewed too (density ~ 1/sqrt(x)), so some users fall below k as well.
-        con.execute(
-            f"""
-            copy (
-                select
-                    d.event_id,
-                    'u' || d.user_index as user_id,
-                    'i' || cast(floor(pow({items} + 1, d.item_u)) as bigint) as item_id,
-                    'click' as event_type,
-                    {TIMESTAMP_MIN_S} + a.anchor_s + cast(floor({ANCHOR_WINDOW_S} * d.offset_u) as bigint)
-                        as timestamp
-                from drawn d
-                join anchors a on a.user_index = d.user_index and a.anchor = d.anchor
-                order by d.event_id
-            ) to {sql_path(workdir / "events.jsonl.gz")} (format json, compression gzip)
-            """
-        )
-        con.execute(
-            f"""
-            copy (
-                select 'i' || range as item_id, 'Synthetic item ' || range as title
-                from range(1, {items} + 1)
-                order by range
-            ) to {sql_path(workdir / "items.jsonl.gz")} (format json, compression gzip)
-            """
-        )
-    finally:
-        con.close()
-
-
-def draw_random_values(con: duckdb.DuckDBPyConnection, events: int, users: int, seed: int) -> None:
-    """Draw every random value into temp tables `anchors` and `drawn`, reproducibly from `seed`."""
-    # random() after setseed() repeats only when one thread evaluates it in a fixed order.
-    con.execute("set threads = 1")
-    con.execute("select setseed($seed)", {"seed": (seed % 1_000_003) / 1_000_003})
-    con.execute(
-        f"""
-        create temp table anchors as
-        select u.range as user_index, a.range as anchor,
-               cast(floor(random() * {TIMESTAMP_SPAN_S - ANCHOR_WINDOW_S}) as bigint) as anchor_s
-        from range(1, {users} + 1) u, range({ANCHORS_PER_USER}) a
-        order by user_index, anchor
-        """
-    )
-    con.execute(
-        f"""
-        create temp table drawn as
-        select range as event_id,
-               1 + cast(floor({users} * pow(random(), 2)) as bigint) as user_index,
-               random() as item_u,
-               cast(floor({ANCHORS_PER_USER} * random()) as bigint) as anchor,
-               random() as offset_u
-        from range(1, {events} + 1)
-        """
-    )
-    con.execute("reset threads")
-
-
-def write_registry(workdir: Path) -> Path:
-    """Write the workdir's datasets.yaml describing the synthetic dataset; return its path."""
-    registry = {
-        "raw_dir": ".",  # the generated files sit beside the registry in the work folder
-        "default_dataset": DATASET,
-        "datasets": {
-            DATASET: {
-                "description": "synthetic benchmark log",
-                "events": {
-                    "path": "events.jsonl.gz",
-                    "format": "jsonl",
-                    "columns": {name: name for name in
-                                ("user_id", "item_id", "timestamp", "event_id", "event_type")},
-                },
-                "items": {
-                    "path": "items.jsonl.gz",
-                    "format": "jsonl",
-                    "columns": {"item_id": "item_id", "title": "title"},
-                },
-                "settings": {"k_core": K_CORE, "session_gap_minutes": SESSION_GAP_MINUTES},
-            }
-        },
-    }
-    path = workdir / "datasets.yaml"
-    path.write_text(yaml.safe_dump(registry, sort_keys=False), encoding="utf-8")
-    return path
 
 
 # ---------------------------------------------------------------- ours: ingestion + dbt
@@ -318,109 +200,6 @@ def ours_counts(warehouse: Path) -> Counts:
     if row is None:
         raise SystemExit(f"marts.dataset_stats has no row for dataset {DATASET!r}")
     return Counts(*(int(value) for value in row))
-
-
-# ---------------------------------------------------------------- direct: one DuckDB script
-
-
-def load_and_sessionize(con: duckdb.DuckDBPyConnection, events_file: Path, gap_seconds: int) -> None:
-    """Read the log, drop exact duplicates and number each user's sessions into table `kcore`."""
-    con.execute(
-        f"""
-        create or replace table kcore as
-        with events as (
-            select distinct event_id, user_id, item_id, event_type, cast("timestamp" as double) as timestamp_s
-            from read_json({sql_path(events_file)}, format = 'newline_delimited',
-                           columns = {{event_id: 'bigint', user_id: 'varchar', item_id: 'varchar',
-                                      event_type: 'varchar', "timestamp": 'bigint'}})
-        ),
-        flagged as (
-            select *,
-                   case when timestamp_s - lag(timestamp_s) over w > {gap_seconds} then 1
-                        when lag(timestamp_s) over w is null then 1
-                        else 0 end as is_session_start
-            from events
-            window w as (partition by user_id order by timestamp_s, event_id)
-        )
-        select event_id, user_id, item_id, event_type, timestamp_s,
-               user_id || '#' || sum(is_session_start) over (
-                   partition by user_id order by timestamp_s, event_id
-                   rows between unbounded preceding and current row) as session_id
-        from flagged
-        """
-    )
-
-
-def iterate_kcore(con: duckdb.DuckDBPyConnection, k: int) -> int:
-    """Run k-core passes until one removes nothing; return the passes, that last one included."""
-    passes = 0
-    while True:
-        passes += 1
-        removed = delete_pass(con, k)
-        logger.info("direct k-core pass %d removed %d rows", passes, removed)
-        if removed == 0:
-            return passes
-
-
-def delete_pass(con: duckdb.DuckDBPyConnection, k: int) -> int:
-    """One simultaneous k-core pass: delete every row of a user or item below k; return rows deleted."""
-    row = con.execute(
-        f"""
-        delete from kcore
-        where user_id in (select user_id from kcore group by user_id having count(*) < {k})
-           or item_id in (select item_id from kcore group by item_id having count(*) < {k})
-        """
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def write_split(con: duckdb.DuckDBPyConnection, min_length: int) -> None:
-    """Leave-one-out split of the k-core into table `interactions` (short users left out)."""
-    con.execute(
-        f"""
-        create or replace table interactions as
-        with ordered as (
-            select *,
-                   row_number() over (partition by user_id order by timestamp_s, event_id)
-                       as sequence_position,
-                   count(*) over (partition by user_id) as sequence_length
-            from kcore
-        )
-        select user_id, item_id, sequence_position, sequence_length,
-               case when sequence_position = sequence_length then 'test'
-                    when sequence_position = sequence_length - 1 then 'valid'
-                    else 'train' end as split,
-               timestamp_s, event_id, event_type, session_id
-        from ordered
-        where sequence_length >= {min_length}
-        """
-    )
-
-
-def run_direct(events_file: Path, database: Path) -> int:
-    """Dedupe, sessionize, k-core and split in one DuckDB connection; return the k-core passes."""
-    con = duckdb.connect(str(database))
-    try:
-        load_and_sessionize(con, events_file, SESSION_GAP_MINUTES * 60)
-        passes = iterate_kcore(con, K_CORE)
-        write_split(con, MIN_SEQUENCE_LENGTH)
-    finally:
-        con.close()
-    return passes
-
-
-def direct_counts(database: Path, passes: int) -> Counts:
-    """Users, items and interactions of the direct run's split table."""
-    con = duckdb.connect(str(database), read_only=True)
-    try:
-        row = con.execute(
-            "select count(distinct user_id), count(distinct item_id), count(*) from interactions"
-        ).fetchone()
-    finally:
-        con.close()
-    if row is None:
-        raise SystemExit("the direct run's interactions table returned no counts")
-    return Counts(int(row[0]), int(row[1]), int(row[2]), passes)
 
 
 # ---------------------------------------------------------------- verification

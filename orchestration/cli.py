@@ -102,7 +102,7 @@ def print_results(dataset: str) -> None:
     """Print a dataset's results table, where its results are and its headline statistics."""
     from ml.data.versioned import NoCurrentVersion
     from ml.data.warehouse import open_warehouse
-    from ml.index.publish import index_folder
+    from ml.index.store import index_folder
     from orchestration.assets.evaluation import RESULTS_FILE
     from orchestration.assets.summary import HEADLINE_COLUMNS, headline_value
 
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         print_recommendations(args.dataset, args.user, args.history or [], args.k)
         return 0
     if args.command == "rollback":
-        from ml.index.publish import rollback
+        from ml.index.store import rollback
 
         version = rollback(data_dir() / "indexes", args.dataset, args.to)
         sys.stdout.write(f"index of {args.dataset} now at {version}\n")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ml.data.versioned import NoCurrentVersion
-from ml.index.publish import IndexVerificationError, index_folder
+from ml.index.store import IndexVerificationError, index_folder
 from serving.catalog import NotFoundError, ServedIndex, load_served
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ml.index.publish import index_folder, read_version
+from ml.index.store import index_folder, read_version
 
 logger = logging.getLogger(__name__)
 

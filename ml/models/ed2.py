@@ -5,7 +5,7 @@ Every item and every user has an M-token index from its own residual quantiser
 (`transformers`' `LlamaForCausalLM`) reads the instruction of `ml/data/ed2_instructions.py`, with the
 user's and the history items' index tokens spliced in, and generates the next item's tokens; an
 extended LM head scores the index tokens. Constrained beam search over the valid item indices
-(EAGER's trie, `ml/codes/trie.py`) ranks items, and the full-ranking scores follow EAGER's
+(EAGER's trie, `ml/codes/trie.py`; `ml/models/ed2_decoding.py`) ranks items, and the full-ranking scores follow EAGER's
 convention (beam items first, the rest tied below), so the one evaluator applies.
 
 Backbones: `tiny` (CPU default), a randomly initialised Llama of a few layers over a vocabulary of
@@ -49,136 +49,22 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ml.codes.trie import END, N_SPECIAL, PAD, CodeTrie, constrained_beam_search, full_ranking_scores
-from ml.data.ed2_instructions import InstructionBuilder, history_window
+from ml.codes.trie import PAD, CodeTrie, full_ranking_scores
+from ml.data.ed2_instructions import InstructionBuilder
+from ml.models import ed2_decoding
 from ml.models.contrastive import info_nce
 from ml.models.eager import unit_rms
-from ml.models.ed2_backbone import Backbone, ED2Vocabulary, EntityKind, FineTune, IndexTokens
-from ml.models.residual_quantizer import NO_SUFFIX, CodeTable, QuantizerConfig, ResidualQuantizer
-from ml.models.sasrec import LRSchedule, check_lr_schedule
-
-logger = logging.getLogger(__name__)
-
-IndexMode = Literal["dynamic", "static"]
-# prompts: one next-item prompt per training position, each re-encoding its history; sequences: one prompt per
-# window of max_len + 1 items with a loss on every history item's index after the first as well (one causal
-# pass serves up to max_len targets), decoding still from the prompt.
-NextItemForm = Literal["prompts", "sequences"]
-
-
-@dataclass(frozen=True)
-class ED2Config:
-    """Backbone, index, regulators, user task, decoding and optimisation settings of ED2."""
-
-    backbone: Backbone = "tiny"
-    hidden_dim: int = 128  # tiny backbone only (SmolLM2's is 576)
-    n_layers: int = 2
-    n_heads: int = 4
-    intermediate_dim: int = 512
-    finetune: FineTune = "full"  # smollm2: full fine-tune or LoRA on the attention projections
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    levels: int = 4  # M
-    codebook_size: int = 64  # N
-    latent_dim: int = 64
-    quantizer_hidden: int = 256
-    commitment_weight: float = 0.25
-    index: IndexMode = "dynamic"
-    reassign_every: int = 1  # epochs between code re-assignments (dynamic index)
-    reassign_every_steps: int | None = None  # when set, steps between re-assignments instead (budgets under an epoch)
-    # After this many re-assignments the index freezes: no more re-assignments and the quantisers stop learning
-    # (the authors re-index once, then fine-tune on the frozen index). None = dynamic to the end.
-    max_reassignments: int | None = None
-    latent_pull: float = 0.0  # dynamic index: weight of the recommendation loss's gradient on each entity's latent
-    quantizer_pretrain_steps: int = 300  # minibatch steps before the recommender trains (both index modes)
-    quantizer_lr: float = 1e-3  # pre-training
-    index_lr: float | None = 1e-4  # the quantisers while the recommender trains (dynamic index); None = quantizer_lr
-    index_regulator_weight: float = 1.0
-    token_regulator_weight: float = 1.0
-    regulator_temperature: float = 0.1
-    regulator_entities: int = 256  # at most this many items and users per step in the regulators
-    next_item_form: NextItemForm = "prompts"
-    user_task_ratio: float = 0.25  # user-prediction examples per next-item example (prompt or window)
-    user_context: int = 10  # users shown in a user-prediction prompt
-    max_len: int = 20  # history items in a prompt
-    beam_size: int = 20
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    # The authors' is cosine (to 0 at the step budget); constant keeps the quick preset's measured figures.
-    lr_schedule: LRSchedule = "constant"
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    bucket_batches: int = 32
-    eval_batch_size: int = 128
-    max_epochs: int = 100
-    max_steps: int | None = None
-    eval_every: int = 1
-    eval_every_steps: int | None = None
-    patience: int = 5
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("hidden_dim", "n_layers", "n_heads", "intermediate_dim", "lora_rank", "levels",
-                     "latent_dim", "quantizer_hidden", "reassign_every", "regulator_entities", "user_context",
-                     "max_len", "beam_size", "batch_size", "bucket_batches", "eval_batch_size", "max_epochs",
-                     "max_steps", "eval_every", "eval_every_steps", "patience", "reassign_every_steps",
-                     "max_reassignments"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.codebook_size < 2:
-            raise ValueError("codebook_size must be at least 2")
-        if self.hidden_dim % self.n_heads:
-            raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by n_heads ({self.n_heads})")
-        for name in ("index_regulator_weight", "token_regulator_weight", "user_task_ratio", "weight_decay",
-                     "warmup_steps", "quantizer_pretrain_steps", "commitment_weight", "latent_pull"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
-        if self.index_lr is not None and self.index_lr <= 0:
-            raise ValueError("index_lr must be positive (or None for quantizer_lr)")
-        if self.regulator_temperature <= 0:
-            raise ValueError("regulator_temperature must be positive")
-        check_lr_schedule(self.lr_schedule, self.warmup_steps)
-        if self.latent_pull > 0 and self.next_item_form == "sequences":
-            raise ValueError("latent_pull reads a next-item answer per prompt: use next_item_form 'prompts' with it")
-        if self.backbone not in ("tiny", "smollm2") or self.index not in ("dynamic", "static") or \
-                self.finetune not in ("full", "lora") or self.next_item_form not in ("prompts", "sequences"):
-            raise ValueError(f"unknown backbone / index / finetune / next_item_form: {self.backbone}, {self.index}, "
-                             f"{self.finetune}, {self.next_item_form}")
-
-    def quantizer(self) -> QuantizerConfig:
-        """The shape of each of the two quantisers."""
-        return QuantizerConfig(levels=self.levels, codebook_size=self.codebook_size, latent_dim=self.latent_dim,
-                               hidden_dim=self.quantizer_hidden, commitment_weight=self.commitment_weight)
-
-
-def check_index_capacity(kind: str, count: int, levels: int, codebook_size: int) -> None:
-    """Fail fast when N^M codes with N suffix tokens cannot tell `count` entities apart; warn when N^M < count.
-
-    Below N^M codes per entity the last level must carry several entities per code on average, and
-    residual quantisation never spreads them evenly, so the suffix overflows (the collapse error) after
-    pre-training: amazon-beauty's 22,363 users at M = 2 do with N = 64 (4,096 codes), not with N = 160.
-    """
-    codes = codebook_size ** levels
-    if codes * (codebook_size + 1) < count:
-        raise ValueError(f"{codes:,} codes x {codebook_size + 1} suffixes cannot hold {count:,} {kind}s: raise "
-                         f"codebook_size or levels")
-    if codes < count:
-        needed = math.ceil(count ** (1 / levels))
-        logger.warning("ED2 %s index: %d^%d = %s codes for %s %ss; expect a collapse unless codebook_size >= %d",
-                       kind, codebook_size, levels, f"{codes:,}", f"{count:,}", kind, needed)
+from ml.models.ed2_backbone import ED2Vocabulary, EntityKind, IndexTokens
+from ml.models.ed2_config import ED2Config
+from ml.models.residual_quantizer import NO_SUFFIX, CodeTable, ResidualQuantizer, check_index_capacity
 
 
 class ED2(nn.Module):
@@ -328,92 +214,26 @@ class ED2(nn.Module):
         projection = self.item_text_projection if kind == "item" else self.user_text_projection
         return info_nce(pooled, projection(self.semantic(kind)[entities]), self.config.regulator_temperature)
 
-    # -- decoding -------------------------------------------------------------------------------------
+    # -- decoding (`ml/models/ed2_decoding.py`) ------------------------------------------------------
 
     def trie(self) -> CodeTrie:
-        """Prefix trie of the current item indices in the decoding space (END, then the item block)."""
+        """Prefix trie of the current item indices in the decoding space (cached until the item codes change)."""
         if self._trie is None:
-            block = self.vocabulary.items
-            paths = np.full((self.n_items, self.config.levels + 2), PAD, dtype=np.int64)
-            for row, tokens in enumerate(self.entity_tokens("item")):
-                paths[row, :len(tokens)] = [N_SPECIAL + token - block.first for token in tokens]
-                paths[row, len(tokens)] = END
-            self._trie = CodeTrie(paths, N_SPECIAL + block.count)
+            self._trie = ed2_decoding.item_trie(self)
         return self._trie
 
     def _decoding_logits(self, answer: torch.Tensor) -> torch.Tensor:
         """(rows, N_SPECIAL + block) trie-space logits of answer logits (rows, 1 + block)."""
-        logits = torch.full((len(answer), N_SPECIAL + answer.shape[1] - 1), float("-inf"))
-        logits[:, END] = answer[:, 0].float().cpu()
-        logits[:, N_SPECIAL:] = answer[:, 1:].float().cpu()
-        return logits
+        return ed2_decoding.decoding_logits(answer)
 
     def next_item_prompt(self, user: int, history: np.ndarray) -> list[int]:
         """The next-item instruction of one user row and item-index history (its last max_len items)."""
-        items = self.entity_tokens("item")
-        window = history_window(np.asarray(history), len(history), self.config.max_len)
-        return self.builder.next_item(self.entity_tokens("user")[user], [items[item - 1] for item in window]).tokens
+        return ed2_decoding.next_item_prompt(self, user, history)
 
-    @torch.no_grad()
     def recommend(self, histories: Sequence[np.ndarray], user_rows: np.ndarray,
                   beam_size: int | None = None) -> list[list[tuple[int, float]]]:
-        """Per user, the beam's items (0-based) and their path log-probabilities, best first.
-
-        The prompt runs once per user and its keys and values stay in a cache of one row per user. Each
-        beam step then runs every beam's answer tokens so far (at most M + 2) as one packed row per user,
-        each beam attending to the prompt and its own earlier tokens only (a block-diagonal mask), and
-        crops those tokens from the cache again. Re-running a few answer tokens is far cheaper than
-        reordering and growing a per-beam copy of the prompt's cache at every step (the
-        `DynamicCache.reorder_cache` way, which spent about half the decoding time copying).
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            from transformers import DynamicCache
-
-            prompts = [self.next_item_prompt(int(user), history) for user, history in zip(user_rows, histories,
-                                                                                        strict=True)]
-            ids, mask = pad_left(prompts, self.device)
-            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-            table = self.index_table()
-            cache = DynamicCache(config=self.lm.config)
-            hidden = self.hidden_states(ids, mask, positions, cache, table)
-            first_logits = self._decoding_logits(self.answer_logits(hidden[:, -1], "item", table))
-            n_users, prompt_len = ids.shape
-            blocked = torch.finfo(hidden.dtype).min
-            prompt_bias = torch.zeros(mask.shape, dtype=hidden.dtype, device=self.device).masked_fill(mask == 0,
-                                                                                                     blocked)
-            next_position = positions[:, -1] + 1
-            block_first = self.vocabulary.items.first
-
-            def step(prefixes: torch.Tensor, width: int, parents: torch.Tensor | None) -> torch.Tensor:
-                answer = prefixes[:, 1:].to(self.device)
-                length = answer.shape[1]
-                if length == 0:
-                    return first_logits
-                # PAD follows a finished beam's END; its row's logits are ignored, any valid id will do.
-                lm_ids = torch.where(answer >= N_SPECIAL, answer - N_SPECIAL + block_first, self.vocabulary.end)
-                packed = width * length
-                beam = torch.arange(packed, device=self.device) // length
-                offset = torch.arange(packed, device=self.device) % length
-                own = (beam.unsqueeze(1) == beam.unsqueeze(0)) & (offset.unsqueeze(1) >= offset.unsqueeze(0))
-                own_bias = torch.zeros(own.shape, dtype=hidden.dtype, device=self.device).masked_fill(~own, blocked)
-                bias = torch.cat([prompt_bias.unsqueeze(1).expand(n_users, packed, prompt_len),
-                                  own_bias.unsqueeze(0).expand(n_users, packed, packed)], dim=2).unsqueeze(1)
-                step_positions = next_position.unsqueeze(1) + offset.unsqueeze(0)
-                states = self.hidden_states(lm_ids.reshape(n_users, packed), bias, step_positions, cache, table)
-                cache.crop(-packed)  # negative: drop the last `packed` tokens (transformers 5)
-                last = states.view(n_users, width, length, -1)[:, :, -1].reshape(n_users * width, -1)
-                return self._decoding_logits(self.answer_logits(last, "item", table))
-
-            result = constrained_beam_search(step, self.trie(), len(prompts), beam_size or self.config.beam_size)
-            ranked = []
-            for items, log_probs in zip(result.items, result.log_probs, strict=True):
-                ranked.append([(int(item), float(score)) for item, score in zip(items, log_probs, strict=True)
-                               if item >= 0])
-            return ranked
-        finally:
-            self.train(was_training)
+        """Per user, the beam's items (0-based) and their path log-probabilities, best first (beam search)."""
+        return ed2_decoding.recommend(self, histories, user_rows, beam_size)
 
     @torch.no_grad()
     def score(self, histories: Sequence[np.ndarray], user_rows: np.ndarray | None = None) -> torch.Tensor:
@@ -431,17 +251,6 @@ def pad_right(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple
     for row, sequence in enumerate(sequences):
         ids[row, :len(sequence)] = torch.as_tensor(sequence)
         mask[row, :len(sequence)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def pad_left(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask) of token lists padded on the left with PAD (prompts end in the same column)."""
-    width = max(len(sequence) for sequence in sequences)
-    ids = torch.full((len(sequences), width), PAD, dtype=torch.int64)
-    mask = torch.zeros((len(sequences), width), dtype=torch.int64)
-    for row, sequence in enumerate(sequences):
-        ids[row, width - len(sequence):] = torch.as_tensor(sequence)
-        mask[row, width - len(sequence):] = 1
     return ids.to(device), mask.to(device)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,13 +18,9 @@ from torch import nn
 
 from ml.codes.trie import END, N_SPECIAL, PAD
 from ml.data.ed2_instructions import template_words, tokenize_pieces, word_split
+from ml.models.ed2_config import ED2Config
 from ml.models.residual_quantizer import NO_SUFFIX
 
-if TYPE_CHECKING:
-    from ml.models.ed2 import ED2Config
-
-Backbone = Literal["tiny", "smollm2"]
-FineTune = Literal["full", "lora"]
 EntityKind = Literal["item", "user"]
 
 

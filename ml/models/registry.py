@@ -22,8 +22,9 @@ from torch import nn
 from ml.models.blend import BlendConfig, ScoreBlend
 from ml.models.content_sasrec import ContentSASRec, ContentSASRecConfig
 from ml.models.eager import EAGER, EAGERConfig, StreamCodes
-from ml.models.ed2 import ED2, ED2Config
+from ml.models.ed2 import ED2
 from ml.models.ed2_backbone import ED2Vocabulary, build_lm
+from ml.models.ed2_config import ED2Config
 from ml.models.graph_cf import GraphCFConfig, GraphCFRecommender, build_backbone
 from ml.models.learn import LEARN, LEARNConfig
 from ml.models.popularity import PopularityModel

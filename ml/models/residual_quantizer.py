@@ -26,6 +26,8 @@ Choices the paper leaves open, and what we do:
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 
 import faiss
@@ -33,6 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 NO_SUFFIX = -1
 
@@ -99,6 +103,23 @@ class QuantizerOutput:
     def codebook(self) -> torch.Tensor:
         """Mean ||sg(r_l) - q_l||^2 over entities and levels (pulls codewords to their inputs)."""
         return F.mse_loss(self.chosen, self.level_inputs.detach())
+
+
+def check_index_capacity(kind: str, count: int, levels: int, codebook_size: int) -> None:
+    """Fail fast when N^M codes with N suffix tokens cannot tell `count` entities apart; warn when N^M < count.
+
+    Below N^M codes per entity the last level must carry several entities per code on average, and
+    residual quantisation never spreads them evenly, so the suffix overflows (the collapse error) after
+    pre-training: amazon-beauty's 22,363 users at M = 2 do with N = 64 (4,096 codes), not with N = 160.
+    """
+    codes = codebook_size ** levels
+    if codes * (codebook_size + 1) < count:
+        raise ValueError(f"{codes:,} codes x {codebook_size + 1} suffixes cannot hold {count:,} {kind}s: raise "
+                         f"codebook_size or levels")
+    if codes < count:
+        needed = math.ceil(count ** (1 / levels))
+        logger.warning("ED2 %s index: %d^%d = %s codes for %s %ss; expect a collapse unless codebook_size >= %d",
+                       kind, codebook_size, levels, f"{codes:,}", f"{count:,}", kind, needed)
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:

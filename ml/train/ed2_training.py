@@ -34,8 +34,9 @@ from ml.data.ed2_instructions import item_users, next_item_examples, sample_user
 from ml.data.sequences import SequenceData
 from ml.encoders.device import resolve_device
 from ml.evaluate.ranking import DEFAULT_KS, evaluate_model
-from ml.models.ed2 import ED2, ED2Config
+from ml.models.ed2 import ED2
 from ml.models.ed2_backbone import ED2Vocabulary, EntityKind, build_lm, tiny_lm_config, tiny_vocabulary
+from ml.models.ed2_config import ED2Config
 from ml.models.residual_quantizer import CodeTable, assign_codes
 from ml.train.early_stopping import EpochCallback, epoch_budget, fit_with_early_stopping, step_budget
 from ml.train.ed2_loss import ED2Example, ed2_losses, next_item_example, user_example

@@ -17,8 +17,9 @@ from pydantic import Field
 from ml.data.semantic_vectors import SemanticVectors, UserSource, read_llm_semantics
 from ml.data.sequences import SequenceData
 from ml.data.versioned import NoCurrentVersion
-from ml.models.ed2 import ED2Config, IndexMode, NextItemForm, code_tables_csv
-from ml.models.ed2_backbone import Backbone, FineTune, load_smollm2
+from ml.models.ed2 import code_tables_csv
+from ml.models.ed2_backbone import load_smollm2
+from ml.models.ed2_config import Backbone, ED2Config, FineTune, IndexMode, NextItemForm
 from ml.models.sasrec import LRSchedule
 from ml.tracking.training_runs import TrainingOutcome
 from ml.train.early_stopping import EpochCallback

@@ -17,6 +17,7 @@ not beat popularity on validation, which keeps it from being published.
 
 import json
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -219,12 +220,44 @@ def read_results(artifacts: ArtifactStoreResource, dataset: str) -> dict[str, An
     return json.loads(path.read_text())
 
 
-def popularity_gate(results: dict[str, Any]) -> tuple[bool, str, float, float]:
-    """(passed, selected model, its valid NDCG@10, popularity's): passed only when it strictly beats popularity."""
-    selected = results["selection"]["model"]
-    model_score = float(results["models"][selected]["valid"][SELECTION_METRIC])
-    popularity_score = float(results["models"][POPULARITY]["valid"][SELECTION_METRIC])
-    return model_score > popularity_score, selected, model_score, popularity_score
+@dataclass(frozen=True)
+class SelectedModel:
+    """What evaluation hands to the gate and to publishing: the model selected on validation (from results.json)."""
+
+    model: str
+    checkpoint_version: str
+    registered_model: str
+    registered_version: str
+    valid: dict[str, float]
+    test: dict[str, float]
+    popularity_valid: dict[str, float]
+
+    @classmethod
+    def from_results(cls, results: dict[str, Any]) -> "SelectedModel":
+        """Read the selection out of a results.json document, failing with the key that is missing."""
+        try:
+            selection = results["selection"]
+            model = selection["model"]
+            entry = results["models"][model]
+            return cls(model=model, checkpoint_version=entry["extra"]["checkpoint_version"],
+                       registered_model=selection["registered_model"],
+                       registered_version=str(selection["registered_version"]),
+                       valid=dict(entry["valid"]), test=dict(entry["test"]),
+                       popularity_valid=dict(results["models"][POPULARITY]["valid"]))
+        except KeyError as missing:
+            raise ValueError(f"results.json lacks {missing}; rematerialize model_evaluation") from missing
+
+
+def read_selection(artifacts: ArtifactStoreResource, dataset: str) -> SelectedModel:
+    """The model the last evaluation of `dataset` selected for publishing."""
+    return SelectedModel.from_results(read_results(artifacts, dataset))
+
+
+def popularity_gate(selected: SelectedModel) -> tuple[bool, float, float]:
+    """(passed, the selected model's valid NDCG@10, popularity's): passed only when it strictly beats popularity."""
+    model_score = float(selected.valid[SELECTION_METRIC])
+    popularity_score = float(selected.popularity_valid[SELECTION_METRIC])
+    return model_score > popularity_score, model_score, popularity_score
 
 
 @dg.asset_check(
@@ -239,7 +272,9 @@ def best_model_beats_popularity(
     context: dg.AssetCheckExecutionContext, artifacts: ArtifactStoreResource
 ) -> dg.AssetCheckResult:
     """Compare the selected model's validation NDCG@10 with popularity's, from the results just written."""
-    passed, selected, model_score, popularity_score = popularity_gate(read_results(artifacts, context.partition_key))
+    selection = read_selection(artifacts, context.partition_key)
+    passed, model_score, popularity_score = popularity_gate(selection)
+    selected = selection.model
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,

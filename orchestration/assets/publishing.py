@@ -28,7 +28,7 @@ from ml.models.checkpoints import (
 )
 from ml.models.registry import kind_of
 from ml.tracking.mlflow_store import promote_champion
-from orchestration.assets.evaluation import model_evaluation, read_results
+from orchestration.assets.evaluation import model_evaluation, read_selection
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
 
@@ -65,10 +65,8 @@ def published_index(
 ) -> dg.MaterializeResult:
     """A new verified index version of the selected model's item vectors, made current; its model made champion."""
     dataset = context.partition_key
-    results = read_results(artifacts, dataset)
-    selection = results["selection"]
-    checkpoint = load_checkpoint(artifacts.checkpoints_root(), dataset, selection["model"],
-                                 results["models"][selection["model"]]["extra"]["checkpoint_version"])
+    selection = read_selection(artifacts, dataset)
+    checkpoint = load_checkpoint(artifacts.checkpoints_root(), dataset, selection.model, selection.checkpoint_version)
     model = checkpoint.model
     if not supports_retrieval(model):
         raise ValueError(f"{checkpoint.name} has no item vectors to index")
@@ -90,10 +88,10 @@ def published_index(
         metadata={
             "model": checkpoint.name, "checkpoint_version": checkpoint.version,
             "mlflow_run_id": checkpoint.manifest["info"]["mlflow_run_id"],
-            "registered_model": selection["registered_model"], "registered_version": selection["registered_version"],
+            "registered_model": selection.registered_model, "registered_version": selection.registered_version,
             "dagster_run_id": context.run.run_id,
-            "metrics": {f"{split}_{metric}": value for split in ("valid", "test")
-                        for metric, value in results["models"][checkpoint.name][split].items()},
+            "metrics": {**{f"valid_{metric}": value for metric, value in selection.valid.items()},
+                        **{f"test_{metric}": value for metric, value in selection.test.items()}},
         },
         config=config.index(), verify_users=config.verify_users,
         item_titles=[titles.get(item) for item in checkpoint.item_ids],
@@ -102,7 +100,7 @@ def published_index(
         score_offset_column=has_score_offset(model),
     )
     # The alias follows what serves: never a version the popularity gate blocked or a failed publish.
-    promote_champion(mlflow.store(), selection["registered_model"], selection["registered_version"])
+    promote_champion(mlflow.store(), selection.registered_model, selection.registered_version)
     report = published.report
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(published.path)),
@@ -114,5 +112,5 @@ def published_index(
         "verification_recall@10": round(report.recall, 4),
         "verification_queries": report.queries,
         "users_indexed": len(data.user_ids),
-        "champion": f"{selection['registered_model']} v{selection['registered_version']}",
+        "champion": f"{selection.registered_model} v{selection.registered_version}",
     })

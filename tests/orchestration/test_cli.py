@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ml.data.sequences import load_sequences
-from ml.index.publish import current_version, list_versions, publish_index
+from ml.index.publish import publish_index
+from ml.index.store import current_version, list_versions
 from ml.models.checkpoints import item_vectors, save_checkpoint, user_vectors
 from ml.models.sasrec import SASRec, SASRecConfig
 from orchestration.cli import main

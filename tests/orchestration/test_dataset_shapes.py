@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ml.index.publish import list_versions
+from ml.index.store import list_versions
 from orchestration.paths import PROJECT_ROOT
 from tests.tiny_datasets import (
     shipped_entries,

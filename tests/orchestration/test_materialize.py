@@ -18,8 +18,8 @@ import yaml
 from ml.data.embedding_store import embeddings_folder, read_embeddings
 from ml.data.sequences import load_sequences
 from ml.evaluate.ranking import evaluate_model
-from ml.index.publish import list_versions
 from ml.index.recommend import load_current, recommend
+from ml.index.store import list_versions
 from ml.models.checkpoints import history_encoder, load_checkpoint
 from ml.tracking.mlflow_store import TrackingStore, find_runs
 from orchestration.assets.behaviour import behaviour_embeddings

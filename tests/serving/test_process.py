@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from ml.index.publish import ITEM_VECTORS_FILE, index_folder, rollback
+from ml.index.store import ITEM_VECTORS_FILE, index_folder, rollback
 from ml.llm.local_server import free_port
 from tests.processes import warehouse_locked_by_another_process
 from tests.serving.running import START_SECONDS, Service, running_service, start_service, wait_for

@@ -18,8 +18,9 @@ from ml.data.ed2_instructions import (
 from ml.data.sequences import SequenceData
 from ml.evaluate.ranking import evaluate_model
 from ml.models.checkpoints import load_checkpoint, save_checkpoint, supports_retrieval
-from ml.models.ed2 import ED2, ED2Config, code_tables_csv
+from ml.models.ed2 import ED2, code_tables_csv
 from ml.models.ed2_backbone import apply_lora, load_smollm2, tiny_vocabulary
+from ml.models.ed2_config import ED2Config
 from ml.models.residual_quantizer import NO_SUFFIX, CodeTable
 from ml.train.ed2_loss import ed2_losses, next_item_example, user_example
 from ml.train.ed2_training import pretrain_quantizers, reassign, tiny_backbone, train_ed2
@@ -429,15 +430,15 @@ def test_training_is_bit_identical_on_two_threads() -> None:
 
 
 def test_index_capacity_fails_fast_and_warns(caplog: pytest.LogCaptureFixture) -> None:
-    from ml.models.ed2 import check_index_capacity
+    from ml.models.residual_quantizer import check_index_capacity
 
     with pytest.raises(ValueError, match="cannot hold 300 users"):
         check_index_capacity("user", 300, levels=2, codebook_size=4)  # 16 codes x 5 suffixes = 80
-    with caplog.at_level("WARNING", logger="ml.models.ed2"):
+    with caplog.at_level("WARNING", logger="ml.models.residual_quantizer"):
         check_index_capacity("user", 22_363, levels=2, codebook_size=64)
     assert "codebook_size >= 150" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="ml.models.ed2"):
+    with caplog.at_level("WARNING", logger="ml.models.residual_quantizer"):
         check_index_capacity("user", 22_363, levels=4, codebook_size=64)
     assert caplog.text == ""
 

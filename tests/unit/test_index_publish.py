@@ -12,16 +12,9 @@ import pytest
 from ml.data.versioned import NoCurrentVersion, sha256_file
 from ml.index import publish as publish_module
 from ml.index.build import IndexConfig, build_index, default_nlist
-from ml.index.publish import (
-    IndexVerificationError,
-    PublishedIndex,
-    current_version,
-    list_versions,
-    publish_index,
-    rollback,
-    verify_index,
-)
+from ml.index.publish import PublishedIndex, publish_index, verify_index
 from ml.index.recommend import load_current
+from ml.index.store import IndexVerificationError, current_version, list_versions, rollback
 
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 

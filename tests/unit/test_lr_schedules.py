@@ -5,7 +5,7 @@ import math
 import pytest
 
 from ml.models.eager import EAGERConfig
-from ml.models.ed2 import ED2Config
+from ml.models.ed2_config import ED2Config
 from ml.models.sasrec import SASRecConfig
 from ml.train.early_stopping import step_budget
 from ml.train.schedules import inverse_sqrt_schedule, lr_multiplier

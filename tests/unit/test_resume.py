@@ -108,7 +108,7 @@ def test_saves_follow_the_timer_and_restore_every_part(tmp_path: Path) -> None:
 
 def test_ed2_resumed_after_a_kill_equals_the_uninterrupted_run(tmp_path: Path) -> None:
     """ED2 re-assigns its codes between epochs and samples user tasks: both carry over in the saved state."""
-    from ml.models.ed2 import ED2Config
+    from ml.models.ed2_config import ED2Config
     from ml.train.ed2_training import train_ed2
     from tests.unit.test_ed2 import TINY as ED2_TINY
     from tests.unit.test_ed2 import _cycle_data as ed2_data
