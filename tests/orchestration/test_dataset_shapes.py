@@ -7,16 +7,13 @@ the other dataset's rows. Then `make backfill` runs the whole graph over the two
 and a timestamp-less one. Real make, dbt, Dagster (a temporary instance), MLflow and faiss.
 """
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from ml.index.store import list_versions
-from orchestration.paths import PROJECT_ROOT
+from tests.orchestration.make_runs import make_environment, run_make
 from tests.tiny_datasets import (
     shipped_entries,
     write_registry,
@@ -25,7 +22,6 @@ from tests.tiny_datasets import (
 )
 
 UNTIMED, TIMED = "tiny-untimed", "tiny-timed"
-RUN_CONFIG = Path(__file__).parent / "tiny_run_config.yaml"
 # Every table that holds rows of several datasets (a view holds none of its own).
 PARTITIONED_TABLES = (
     "raw.events", "raw.items", "raw.quarantine", "staging.stg_events", "intermediate.int_sessions",
@@ -35,25 +31,6 @@ PARTITIONED_TABLES = (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def _environment(tmp_path: Path, registry: Path, warehouse: Path) -> dict[str, str]:
-    """What `make` needs to run on a temporary registry, warehouse, data folder and Dagster instance."""
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", dagster_home)
-    return {**os.environ, "LLMREC_REGISTRY": str(registry), "LLMREC_DUCKDB_PATH": str(warehouse),
-            "LLMREC_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(dagster_home)}
-
-
-def _make(env: dict[str, str], *arguments: str) -> str:
-    """Run `make <arguments>` in the project; its output, or the test fails with the tail of it."""
-    result = subprocess.run(["make", *arguments, "PRESET=tiny", f"CONFIG={RUN_CONFIG}"], cwd=PROJECT_ROOT, env=env,
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"make {' '.join(arguments)} exited {result.returncode}:\n{result.stdout[-8000:]}\n"
-                    f"{result.stderr[-8000:]}")
-    return result.stdout
 
 
 def _rows(warehouse: Path, dataset: str) -> dict[str, list[tuple]]:
@@ -73,9 +50,9 @@ def test_untimed_and_timed_datasets_build_in_either_order_in_one_warehouse(
     raw = tmp_path / "raw"
     registry = write_registry(tmp_path / "datasets.yaml", {
         UNTIMED: write_timestampless_slice(raw, UNTIMED), TIMED: write_timestamped_slice(raw, TIMED)})
-    env = _environment(tmp_path, registry, warehouse_path)
+    env = make_environment(tmp_path, registry, warehouse_path)
 
-    out = _make(env, "run", f"DATASET={UNTIMED}")
+    out = run_make(env, "run", f"DATASET={UNTIMED}")
     assert "  sessions: n/a" in out and f"published index: {tmp_path / 'data' / 'indexes' / UNTIMED}" in out
     untimed = _rows(warehouse_path, UNTIMED)
     # File order, no timestamps, no sessions, no catalog: every item's text is its id, no profile invented.
@@ -85,17 +62,17 @@ def test_untimed_and_timed_datasets_build_in_either_order_in_one_warehouse(
         assert con.execute("select count(timestamp_s), count(session_id) from marts.interactions "
                            "where dataset = $dataset", {"dataset": UNTIMED}).fetchone() == (0, 0)
 
-    out = _make(env, "run", f"DATASET={TIMED}")
+    out = run_make(env, "run", f"DATASET={TIMED}")
     assert "  sessions: n/a" not in out and f"published index: {tmp_path / 'data' / 'indexes' / TIMED}" in out
     timed = _rows(warehouse_path, TIMED)
     assert timed["raw.items"] and timed["enrichment.item_profiles"]
     assert _rows(warehouse_path, UNTIMED) == untimed
 
-    _make(env, "run", f"DATASET={UNTIMED}")
+    run_make(env, "run", f"DATASET={UNTIMED}")
     assert _rows(warehouse_path, TIMED) == timed
     assert _rows(warehouse_path, UNTIMED) == untimed  # nothing budgeted is left to add: the rebuild is identical
 
-    _make(env, "run", f"DATASET={TIMED}")  # spends more profile budget, so its own rows may grow
+    run_make(env, "run", f"DATASET={TIMED}")  # spends more profile budget, so its own rows may grow
     assert _rows(warehouse_path, UNTIMED) == untimed
     for dataset in (UNTIMED, TIMED):
         assert len(list_versions(tmp_path / "data" / "indexes", dataset)) == 2, dataset
@@ -104,7 +81,7 @@ def test_untimed_and_timed_datasets_build_in_either_order_in_one_warehouse(
 def test_make_backfill_builds_the_shipped_datasets_and_an_untimed_one(warehouse_path: Path, tmp_path: Path) -> None:
     registry = write_registry(tmp_path / "datasets.yaml", {
         **shipped_entries(), UNTIMED: write_timestampless_slice(tmp_path / "raw", UNTIMED)}, default="amazon-beauty")
-    out = _make(_environment(tmp_path, registry, warehouse_path), "backfill")
+    out = run_make(make_environment(tmp_path, registry, warehouse_path), "backfill")
     for dataset in ("amazon-beauty", "movielens-100k", UNTIMED):
         assert f"published index: {tmp_path / 'data' / 'indexes' / dataset}" in out, dataset
     assert out.count("  sessions: n/a") == 1

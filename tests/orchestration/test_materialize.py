@@ -39,6 +39,9 @@ from orchestration.paths import registry_path
 from orchestration.presets import preset_run_config
 from orchestration.resources import LLMResource, pipeline_resources
 
+# The slow tier: the default tier's smoke run (test_smoke.py) proves the wiring on a tiny slice.
+pytestmark = pytest.mark.slow
+
 DATASET = "movielens-100k"
 TABLES = ("raw.events", "raw.items", "marts.interactions", "marts.user_sequences", "marts.item_catalog",
           "marts.dataset_stats", "enrichment.item_profiles", "enrichment.user_profiles",
