@@ -80,7 +80,8 @@ def test_weekly_schedule_requests_one_run_per_dataset() -> None:
         assert request.run_config == preset_run_config("converged")
         for asset in ("sasrec_model", "content_sasrec_model"):
             assert request.run_config["ops"][asset]["config"]["max_steps"] > SASRecTrainingConfig().max_steps
-        assert request.run_config["ops"]["content_sasrec_model"]["config"]["fusion"] == "dual"
+        # The fusion is the validation winner, the library default (hybrid): the preset does not override it.
+        assert "fusion" not in request.run_config["ops"]["content_sasrec_model"]["config"]
         dg.validate_run_config(defs.resolve_job_def("full_pipeline_job"), request.run_config)
 
 
