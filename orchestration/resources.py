@@ -1,4 +1,4 @@
-"""Typed resources and project paths, all configured from environment variables in one place.
+"""Typed Dagster resources, configured from the environment variables and paths of `orchestration/paths.py`.
 
 LLMREC_DUCKDB_PATH is the one setting both dbt (transforms/profiles.yml) and Dagster read for the
 warehouse; when it is unset it defaults to data/warehouse/llmrec.duckdb under LLMREC_DATA_DIR.
