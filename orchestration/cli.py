@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--job", default="full_pipeline_job", choices=JOB_NAMES)
     for command in (run, backfill):
         command.add_argument("--preset", default="quick", choices=PRESET_NAMES,
-                             help="training settings: quick (the CPU defaults) or converged (train until "
-                                  "validation stalls)")
+                             help="training settings: quick (the CPU defaults), converged (train until "
+                                  "validation stalls) or tiny (one-layer models, the smoke run)")
         command.add_argument("--config", type=Path, default=None, metavar="YAML",
                              help="Dagster run config laid over the preset (the launchpad's format), e.g. "
                                   "{ops: {item_profiles: {config: {max_new_profiles: 64}}}}")
