@@ -27,7 +27,7 @@ def test_make_run_materializes_every_asset_of_the_graph_on_a_tiny_dataset(wareho
     env = make_environment(tmp_path, registry, warehouse_path)
     out = run_make(env, "run", f"DATASET={TINY}")
 
-    # Every asset of the job has a materialization of this partition in the run's Dagster instance.
+    # Every asset of the job has a materialization in the run's fresh Dagster instance (only this partition ran).
     job = defs.resolve_job_def("full_pipeline_job")
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         missing = [key.to_user_string() for key in job.asset_layer.executable_asset_keys
