@@ -40,7 +40,7 @@ logger = logging.getLogger("benchmarks.eager_steps")
 def time_run(data: SequenceData, label: str, settings: dict[str, Any], preset: str, steps: int, warmup: int,
              eval_users: int) -> dict[str, Any]:
     """ms per training step and per validation user of one EAGER shape."""
-    config = EAGERTrainingConfig(**{**TRAINING_PRESETS[preset].get("eager_model", {}), **settings}).eager()
+    config = EAGERTrainingConfig(**{**TRAINING_PRESETS[preset].get("eager_model", {}), **settings}).library_config()
     with duckdb.connect(warehouse_path(), read_only=True) as con:
         streams, _ = read_stream_codes(con, data_dir() / "embeddings", data.dataset, data.item_ids,
                                        {stream: STREAM_SOURCES[stream] for stream in config.active_streams})

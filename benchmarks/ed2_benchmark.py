@@ -69,7 +69,7 @@ def main() -> None:
         semantics = read_llm_semantics(data_dir() / "embeddings", data, config.user_source)
         started = time.perf_counter()
         resume = resume_policy(args.resume_dir, data.dataset, f"ed2-{label}", args.checkpoint_every_minutes)
-        result = train_ed2(data, semantics.items, semantics.users, config.ed2(), resume=resume)
+        result = train_ed2(data, semantics.items, semantics.users, config.library_config(), resume=resume)
         wall = time.perf_counter() - started
         both = evaluate_protocols(result.model.score, histories, targets, config.eval_batch_size,
                                   user_rows=np.arange(data.n_users))

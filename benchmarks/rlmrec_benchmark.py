@@ -81,7 +81,7 @@ def holdout_semantics(data: SequenceData, split: HoldoutSplit) -> SemanticVector
 def run_loo(data: SequenceData, config: GraphCFTrainingConfig, variant: str, semantics: SemanticVectors | None
             ) -> tuple[GraphCFResult, dict[str, Any]]:
     """Train on the leave-one-out split; test metrics of the served scores under both protocols."""
-    result = train_graph_cf(data.train, data.valid_targets, data.n_items, config.graph_cf(variant),  # type: ignore[arg-type]
+    result = train_graph_cf(data.train, data.valid_targets, data.n_items, config.library_config(variant=variant),  # type: ignore[arg-type]
                             *((semantics.users, semantics.items) if semantics else (None, None)))
     histories, targets = data.history("test")
     both = evaluate_protocols(result.model.score, histories, targets, 2048, user_rows=np.arange(data.n_users))
@@ -98,7 +98,7 @@ def run_holdout(data: SequenceData, split: HoldoutSplit, config: GraphCFTraining
         return holdout_metrics(rows_scorer(model), split.train, split.valid)
 
     # The leave-one-out targets are unused: `validation` replaces that protocol.
-    result = train_graph_cf(split.train, data.valid_targets, data.n_items, config.graph_cf(variant),  # type: ignore[arg-type]
+    result = train_graph_cf(split.train, data.valid_targets, data.n_items, config.library_config(variant=variant),  # type: ignore[arg-type]
                             *((semantics.users, semantics.items) if semantics else (None, None)),
                             validation=validate)
     seen = [np.concatenate([train, valid]) for train, valid in zip(split.train, split.valid, strict=True)]

@@ -154,7 +154,7 @@ def _train(spec: RunSpec, data: SequenceData, preset: str, resume: ResumePolicy 
     asset, config_class = ASSETS[spec.model]
     config = config_class(**{**TRAINING_PRESETS[preset].get(asset, {}), **spec.overrides})
     if spec.model == "eager":
-        library_config = config.eager()
+        library_config = config.library_config()
         sources = {stream: STREAM_SOURCES[stream] for stream in library_config.active_streams}
         with duckdb.connect(warehouse_path(), read_only=True) as con:
             streams, provenance = read_stream_codes(con, data_dir() / "embeddings", data.dataset, data.item_ids,
@@ -162,11 +162,11 @@ def _train(spec: RunSpec, data: SequenceData, preset: str, resume: ResumePolicy 
         result = train_eager(data, streams, library_config, resume=resume)
         return result.model, result.history, {**config.model_dump(), **provenance, "best_epoch": result.best_epoch}
     if spec.model == "sasrec":
-        result = train_sasrec(data, config.sasrec(), resume=resume)
+        result = train_sasrec(data, config.library_config(), resume=resume)
     elif spec.model == "content_sasrec":
-        result = train_content_sasrec(data, _content(data, config.content), config.content_sasrec(), resume=resume)
+        result = train_content_sasrec(data, _content(data, config.content), config.library_config(), resume=resume)
     else:
-        result = train_learn(data, _content(data, config.content), config.learn())
+        result = train_learn(data, _content(data, config.content), config.library_config())
     return result.model, result.history, {**config.model_dump(), "best_epoch": result.best_epoch,
                                           **{key: value for key, value in getattr(result, "extra", {}).items()
                                              if key == "popularity_beta"}}

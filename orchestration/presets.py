@@ -1,10 +1,13 @@
-"""Named training settings (presets) on top of the training assets' defaults, as Dagster run config.
+"""The training presets: override layers over the library configs' defaults, keyed by training asset.
 
-The defaults ("quick") keep a cold `make run` under 20 minutes on 2 CPU cores: step budgets, so that
-a small dataset gets as many updates as a large one; "converged" lifts the budgets and lets early
-stopping decide, for unattended runs (the weekly retrain) and the training benchmark; "tiny" is the smoke
-run of the whole graph. Every value here was chosen on validation (docs/defaults.md); measured figures
-are in benchmarks/README.md. Keys are the training assets' names; values their config overrides.
+Each model's defaults live once, in its library dataclass (`ml/models/`). "quick" (`QUICK_DEFAULTS`)
+is the layer the training assets' Dagster configs are built with (`orchestration/asset_config.py`), so a
+plain materialization, the launchpad and a cold `make run` train it: step budgets that keep a cold
+`make run` under 20 minutes on 2 CPU cores, and that give a small dataset as many updates as a large
+one. "converged" and "tiny" are Dagster run config over quick: converged lifts the budgets and lets
+early stopping decide, for unattended runs (the weekly retrain) and the training benchmark; tiny is
+the smoke run of the whole graph. Every value here was chosen on validation (docs/defaults.md);
+measured figures are in benchmarks/README.md.
 """
 
 from collections.abc import Sequence
@@ -12,10 +15,46 @@ from typing import Any
 
 from ml.models.selection_grids import DEFAULT_BLEND_WEIGHTS, DEFAULT_POPULARITY_BETAS
 
+# Token-budget batches (`positions`): about 0.6x the time of a shuffled epoch for about 0.85x its progress, so
+# more learning per minute, under a step budget validated every `eval_every_steps`, so that a 943-user dataset
+# (4 steps per epoch) gets as many updates as a 22k-user one. max_epochs is only an upper bound.
+_QUICK_SASREC_FAMILY = {"batching": "positions", "bucket_batches": 32, "max_epochs": 1000, "eval_every_steps": 176}
+QUICK_DEFAULTS: dict[str, dict[str, Any]] = {
+    # 10 Beauty epochs (88 steps each): the cold `make run` with every model in it measured 22 min with 12, and
+    # the ID-only quick baseline gives up the least of the cuts that bring it under 20.
+    "sasrec_model": {**_QUICK_SASREC_FAMILY, "max_steps": 880},
+    # The LLM-enhanced model gets the larger share of the budget: it peaks near 1,600 steps (epoch 18) on
+    # amazon-beauty, but a cold run with every model measured 20 min 7 s at 19 epochs (about 22 s each), so it
+    # stops at 16 (1,408 steps). Each beta costs one ranking pass over validation (about 1.2 s on Beauty on the
+    # 2 cores): five here, the library's whole grid in the converged preset.
+    "content_sasrec_model": {**_QUICK_SASREC_FAMILY, "max_steps": 1408,
+                             "popularity_betas": [0.0, 0.05, 0.1, 0.2, 0.3]},
+    # About 8 Beauty epochs, validated every 2 (350 steps): a validation costs about half an epoch here, and the
+    # quick budget's best epoch is its last one (validated anyway). The shape is `LEARNConfig.cpu_default()`.
+    "learn_model": {"max_epochs": 1000, "max_steps": 1400, "eval_every_steps": 350, "patience": 3},
+    # The paper's shape but 2 decoder layers instead of 4 (half the decoding cost), a beam of 10 per stream, a
+    # 100-step warm-up and 300 steps, validated once at the end. Exact, not rounded up to a whole epoch (514 steps
+    # on Beauty): the quick EAGER is not the model `make run` selects, and its 20-minute cold budget cannot spare
+    # the other 214 steps (70 s). One movielens epoch already beats popularity on validation and test.
+    "eager_model": {"decoder_layers": 2, "beam_size": 10, "warmup_steps": 100, "max_epochs": 1000, "max_steps": 300,
+                    "eval_every_steps": 300},
+    # The paper's learning rate, 1e-3, learns too slowly for a bounded budget: on amazon-beauty LightGCN's
+    # validation R@10 was 0.0485 after 20 epochs with 1e-3, and 0.0610 after 10 with 1e-2 (which peaks at epoch
+    # 15). 380 steps are 10 Beauty epochs of 38, to bound the three graph assets' share of the cold run.
+    **{asset: {"lr": 1e-2, "max_steps": 380} for asset in ("graph_cf_model", "rlmrec_con_model", "rlmrec_gen_model")},
+    # 300 optimizer steps (a quarter of a Beauty epoch), codes re-assigned every 100, prompts of the last 10 history
+    # items, beam 10, validated once at the end: each step costs about 0.4 s on Beauty on the 2 cores, and each beam
+    # search over its 22k users (validation, then test) about 40 s.
+    "ed2_model": {"max_len": 10, "beam_size": 10, "warmup_steps": 50, "eval_batch_size": 256, "max_steps": 300,
+                  "eval_every_steps": 300, "reassign_every_steps": 100},
+    # 3 x 3 pairs, each a ranking pass over validation (about 2 s on amazon-beauty on the 2 cores).
+    "blend_model": {"weights": [0.0, 0.5, 1.0], "betas": [0.0, 0.1, 0.2]},
+}
+
 # The reference recipe (shuffled batches of 256 users) with a budget far beyond where validation stalls.
 _CONVERGED_SASREC = {"batching": "users", "bucket_batches": 1, "max_steps": 40_000}
 TRAINING_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "quick": {},
+    "quick": {},  # QUICK_DEFAULTS are the configs' defaults: no run config on top
     # One-layer models, a few epochs or steps: the smoke run of the whole graph (tests, and `make run PRESET=tiny
     # CONFIG=tests/orchestration/tiny_run_config.yaml` for a run in about five minutes), no quality claim. SASRec gets
     # enough epochs to beat popularity on validation, so the blocking check lets it publish.

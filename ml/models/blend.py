@@ -43,6 +43,7 @@ from torch import nn
 from ml.models.learn import LEARN
 from ml.models.sasrec import SASRec, log_popularity
 from ml.models.selection_grids import DEFAULT_BLEND_WEIGHTS, DEFAULT_POPULARITY_BETAS
+from ml.models.settings import setting
 
 BlendCriterion = Literal["ndcg@10", "balanced"]
 
@@ -58,11 +59,16 @@ def _check_grid(name: str, values: Sequence[float]) -> None:
 class BlendConfig:
     """The grids the blend's weight (relative, rho) and popularity offset (beta) are chosen from, on validation."""
 
-    weights: tuple[float, ...] = DEFAULT_BLEND_WEIGHTS
-    betas: tuple[float, ...] = DEFAULT_POPULARITY_BETAS
-    scale_sample_users: int = 2048  # validation users (the first ones, in split order) the score spreads are read on
-    batch_size: int = 1024
-    criterion: BlendCriterion = "ndcg@10"  # validation NDCG@10 over all users, or balanced with the long tail
+    weights: tuple[float, ...] = setting(DEFAULT_BLEND_WEIGHTS, "rho grid: LEARN's share of the score spread "
+                                         "(0 = the sequence model alone; 1 = both spread alike).")
+    betas: tuple[float, ...] = setting(DEFAULT_POPULARITY_BETAS, "Popularity offset grid: serve scores minus "
+                                       "beta x log(1 + training count) (0 = none).")
+    scale_sample_users: int = setting(2048, "Validation users (the first ones, in split order) the score spreads "
+                                      "are read on.")
+    batch_size: int = setting(1024, "Users scored at once in each validation ranking pass.")
+    criterion: BlendCriterion = setting("ndcg@10", "ndcg@10 = validation NDCG@10 over all users (what the "
+                                        "published model is selected on); balanced = the mean of it and the "
+                                        "long-tail users' (the popularity rule's criterion).")
 
     def __post_init__(self) -> None:
         if self.criterion not in get_args(BlendCriterion):

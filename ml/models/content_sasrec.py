@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.models.sasrec import PopularityAdjustment, SASRec, SASRecConfig
+from ml.models.settings import setting
 
 Fusion = Literal["hybrid", "content", "init", "dual"]
 
@@ -58,11 +59,15 @@ Fusion = Literal["hybrid", "content", "init", "dual"]
 class ContentSASRecConfig(SASRecConfig):
     """SASRec's settings plus how the frozen content enters the item table."""
 
-    fusion: Fusion = "hybrid"
-    content_init_std: float = 0.02  # std of W's init (hybrid/content) and of the PCA table (init)
+    fusion: Fusion = setting("hybrid", "hybrid = ID + W content; content = W content only; init = ID table "
+                             "initialised from the content's PCA; dual = LLM-ESR's two views (PCA-initialised ID "
+                             "| W content) through one shared encoder, scores summed.")
+    content_init_std: float = setting(0.02, "Std of W's init (hybrid, content) and of the PCA table (init).")
     # The LLM-enhanced model exists for the long tail: serve it with the popularity adjustment that the
     # balanced validation criterion picks (`ml/train/popularity_adjustment.py`; beta = 0 stays possible).
-    popularity_adjustment: PopularityAdjustment = "balanced"
+    popularity_adjustment: PopularityAdjustment = setting(
+        "balanced", "balanced = subtract beta x log(1 + training count) from the scores, beta chosen on balanced "
+        "validation NDCG@10 (all and long-tail users; 0 possible); none = raw scores.")
 
     def __post_init__(self) -> None:
         super().__post_init__()

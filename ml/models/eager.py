@@ -66,6 +66,7 @@ from ml.codes.trie import (
 from ml.models.code_decoder import KeysValues, SelfAttentionCache
 from ml.models.eager_decoder import StreamDecoder, TransferModule, decoder_inputs
 from ml.models.sasrec import LRSchedule, check_lr_schedule, left_pad
+from ml.models.settings import setting
 
 Stream = Literal["behaviour", "semantic"]
 STREAMS: tuple[Stream, ...] = get_args(Stream)
@@ -85,41 +86,49 @@ class EAGERConfig:
 
     hidden_dim: int = 128
     encoder_layers: int = 1
-    decoder_layers: int = 4
+    decoder_layers: int = setting(4, "Decoder layers per stream.")
     n_heads: int = 4
     feedforward_dim: int = 512
     dropout: float = 0.1
-    max_len: int = 20  # history items the encoder reads (the paper keeps the last 20)
-    streams: StreamChoice = "both"
-    last_level: LastLevel = "per_parent"
-    gct_weight: float = 1.0  # lambda_1; 0 = no summary token distillation
-    gct_contrastive_weight: float = 0.0  # optional in-batch InfoNCE on the summary output (off in the paper)
+    max_len: int = setting(20, "History items the encoder reads (the paper keeps the last 20).")
+    streams: StreamChoice = setting("both", "both, or one stream alone (ablation).")
+    last_level: LastLevel = setting("per_parent", "per_parent = every node holding a leaf has its own block of "
+                                    "child tokens (the authors'); shared = a code is its level's token wherever it "
+                                    "appears, paths end with END (the ablation).")
+    gct_weight: float = setting(1.0, "lambda_1: summary-token distillation (0 = off).")
+    gct_contrastive_weight: float = setting(0.0, "In-batch InfoNCE on the summary output (off in the paper).")
     gct_temperature: float = 0.1
-    stt_weight: float = 1.0  # lambda_2; 0 = no semantic-guided transfer (needs both streams)
+    stt_weight: float = setting(1.0, "lambda_2: semantic-guided transfer (0 = off; needs both streams).")
     stt_layers: int = 1
     mask_ratio: float = 0.5  # share of behaviour tokens masked for reconstruction
     replace_ratio: float = 0.5  # share of behaviour tokens replaced to make a recognition negative
-    # Share of each batch's examples that STT runs on (a random subset, its sums scaled by 1 / share so the
-    # term's expected size is unchanged): STT costs about a sixth of a step at 1.0.
-    stt_row_share: float = 1.0
-    beam_size: int = 20  # per stream; the merged ranking holds up to 2x this many items
-    merge: MergeRule = "confidence"  # how two streams' beams become one ranking (one stream: its beam)
+    # STT costs about a sixth of a step at 1.0; its sums are scaled by 1 / share, so the term's expected size
+    # is unchanged.
+    stt_row_share: float = setting(1.0, "Share of each batch's examples STT runs on (a random subset); below 1 "
+                                   "saves part of STT's cost.")
+    beam_size: int = setting(20, "Beam per stream; the merged ranking holds up to twice this.")
+    merge: MergeRule = setting("confidence", "confidence = the beams merged by each item's own path "
+                               "log-probability; rerank = their union re-scored by the sum of both streams' "
+                               "log-probabilities (the authors' rerank).")
     lr: float = 1e-3
     warmup_steps: int = 500
     # The authors' is inverse_sqrt (after a 2,000-step warm-up); constant keeps the quick preset's measured figures.
-    lr_schedule: LRSchedule = "constant"
+    lr_schedule: LRSchedule = setting("constant", "constant = warm-up, then flat; inverse_sqrt = warm-up, then "
+                                      "lr x sqrt(warmup / step); cosine = decay to 0 at the step budget.")
     weight_decay: float = 0.0
     batch_size: int = 256
-    # 1 = plain shuffle; above 1, examples are sorted by history length within buckets of this many
-    # batches (narrow batches: most histories are far shorter than max_len). Every example still
-    # weighs 1 / batch_size in the loss, whatever batch it lands in.
-    bucket_batches: int = 32
-    eval_batch_size: int = 256  # users beam-searched at once
-    max_epochs: int = 200
-    max_steps: int | None = None
-    eval_every: int = 1
-    eval_every_steps: int | None = None
-    patience: int = 5
+    # Most histories are far shorter than max_len, so bucketed batches are narrow; every example still weighs
+    # 1 / batch_size in the loss, whatever batch it lands in.
+    bucket_batches: int = setting(32, "1 = plain shuffle; above 1, sort by history length within buckets of this "
+                                  "many batches (narrower batches, same loss weights).")
+    eval_batch_size: int = setting(256, "Users beam-searched at once.")
+    max_epochs: int = setting(200, "Upper bound; max_steps and early stopping end sooner.")
+    max_steps: int | None = setting(None, "Optimizer-step budget; training stops after exactly this many steps, "
+                                    "mid-epoch if need be (null = max_epochs only).")
+    eval_every: int = setting(1, "Epochs between validations.")
+    eval_every_steps: int | None = setting(None, "Validate every this many steps (rounded up to whole epochs); "
+                                           "null = every eval_every epochs.")
+    patience: int = setting(5, "Validations in a row without a better NDCG@10 before stopping.")
     seed: int = 0
     device: str = "auto"
 

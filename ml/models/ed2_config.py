@@ -7,6 +7,7 @@ from typing import Literal
 
 from ml.models.residual_quantizer import QuantizerConfig
 from ml.models.sasrec import LRSchedule, check_lr_schedule
+from ml.models.settings import setting
 
 Backbone = Literal["tiny", "smollm2"]
 FineTune = Literal["full", "lora"]
@@ -21,53 +22,65 @@ NextItemForm = Literal["prompts", "sequences"]
 class ED2Config:
     """Backbone, index, regulators, user task, decoding and optimisation settings of ED2."""
 
-    backbone: Backbone = "tiny"
-    hidden_dim: int = 128  # tiny backbone only (SmolLM2's is 576)
+    backbone: Backbone = setting("tiny", "tiny = random-init Llama (CPU); smollm2 = the packaged SmolLM2-135M "
+                                 "with the index tokens added (for a GPU).")
+    hidden_dim: int = setting(128, "Width of the tiny backbone (SmolLM2's is 576).")
     n_layers: int = 2
     n_heads: int = 4
-    intermediate_dim: int = 512
-    finetune: FineTune = "full"  # smollm2: full fine-tune or LoRA on the attention projections
+    intermediate_dim: int = setting(512, "Feed-forward width of the tiny backbone (4 x d).")
+    finetune: FineTune = setting("full", "smollm2: full fine-tune or LoRA on the attention projections.")
     lora_rank: int = 8
     lora_alpha: float = 16.0
-    levels: int = 4  # M
-    codebook_size: int = 64  # N
+    levels: int = setting(4, "M: index tokens per user and item.")
+    codebook_size: int = setting(64, "N: values per index token.")
     latent_dim: int = 64
     quantizer_hidden: int = 256
     commitment_weight: float = 0.25
-    index: IndexMode = "dynamic"
-    reassign_every: int = 1  # epochs between code re-assignments (dynamic index)
-    reassign_every_steps: int | None = None  # when set, steps between re-assignments instead (budgets under an epoch)
-    # After this many re-assignments the index freezes: no more re-assignments and the quantisers stop learning
-    # (the authors re-index once, then fine-tune on the frozen index). None = dynamic to the end.
-    max_reassignments: int | None = None
-    latent_pull: float = 0.0  # dynamic index: weight of the recommendation loss's gradient on each entity's latent
-    quantizer_pretrain_steps: int = 300  # minibatch steps before the recommender trains (both index modes)
-    quantizer_lr: float = 1e-3  # pre-training
-    index_lr: float | None = 1e-4  # the quantisers while the recommender trains (dynamic index); None = quantizer_lr
-    index_regulator_weight: float = 1.0
-    token_regulator_weight: float = 1.0
+    index: IndexMode = setting("dynamic", "dynamic = quantisers trained with the recommender, codes re-assigned; "
+                               "static = quantisers pre-trained, then frozen (ablation).")
+    reassign_every: int = setting(1, "Epochs between code re-assignments (dynamic index).")
+    reassign_every_steps: int | None = setting(None, "Steps between re-assignments instead of epochs, for budgets "
+                                               "under an epoch (null = epochs).")
+    # The authors re-index once, then fine-tune on the frozen index.
+    max_reassignments: int | None = setting(None, "Freeze the index after this many re-assignments (quantisers' "
+                                            "rate 0, codes kept); null = dynamic to the end.")
+    # 1 collapsed the index and 0.1 scored lower on movielens.
+    latent_pull: float = setting(0.0, "Dynamic index: weight of the recommendation loss's gradient on each "
+                                 "entity's quantiser latent (straight-through; 0 = off).")
+    quantizer_pretrain_steps: int = setting(300, "Minibatch RQ-VAE steps before the LM trains (both index modes).")
+    quantizer_lr: float = setting(1e-3, "Learning rate of the quantisers' pre-training.")
+    # A tenth of quantizer_lr: the codes churn less (measured on movielens: 34% of the items' codes per
+    # re-assignment, not 59%).
+    index_lr: float | None = setting(1e-4, "Learning rate of the quantisers while the recommender trains "
+                                     "(dynamic index); null = quantizer_lr.")
+    index_regulator_weight: float = setting(1.0, "Index-level regulator (0 = off).")
+    token_regulator_weight: float = setting(1.0, "Token-level regulator (0 = off).")
     regulator_temperature: float = 0.1
-    regulator_entities: int = 256  # at most this many items and users per step in the regulators
-    next_item_form: NextItemForm = "prompts"
-    user_task_ratio: float = 0.25  # user-prediction examples per next-item example (prompt or window)
-    user_context: int = 10  # users shown in a user-prediction prompt
-    max_len: int = 20  # history items in a prompt
-    beam_size: int = 20
+    regulator_entities: int = setting(256, "Items and users per step in the regulators (at most).")
+    next_item_form: NextItemForm = setting("prompts", "prompts = one next-item prompt per training position; "
+                                           "sequences = one per window of max_len + 1 items, every history item "
+                                           "after the first a target too (decoding unchanged).")
+    user_task_ratio: float = setting(0.25, "User-prediction examples per next-item example (0 = no user task).")
+    user_context: int = setting(10, "Users shown in a user-prediction prompt.")
+    max_len: int = setting(20, "History items in a prompt.")
+    beam_size: int = setting(20, "Beam (items ranked before the tied rest).")
     lr: float = 1e-3
     warmup_steps: int = 100
     # The authors' is cosine (to 0 at the step budget); constant keeps the quick preset's measured figures.
-    lr_schedule: LRSchedule = "constant"
+    lr_schedule: LRSchedule = setting("constant", "constant = warm-up, then flat; inverse_sqrt = warm-up, then "
+                                      "lr x sqrt(warmup / step); cosine = decay to 0 at the step budget.")
     weight_decay: float = 0.0
     batch_size: int = 128
     bucket_batches: int = 32
     eval_batch_size: int = 128
-    max_epochs: int = 100
-    max_steps: int | None = None
-    eval_every: int = 1
-    eval_every_steps: int | None = None
-    patience: int = 5
+    max_epochs: int = setting(100, "Upper bound; max_steps and early stopping end sooner.")
+    max_steps: int | None = setting(None, "Optimizer-step budget (null = max_epochs only).")
+    eval_every: int = setting(1, "Epochs between validations.")
+    eval_every_steps: int | None = setting(None, "Validate every this many steps (rounded up to whole epochs); "
+                                           "null = every eval_every epochs.")
+    patience: int = setting(5, "Validations in a row without a better NDCG@10 before stopping.")
     seed: int = 0
-    device: str = "auto"
+    device: str = setting("auto", "auto = cuda when available, else cpu.")
 
     def __post_init__(self) -> None:
         for name in ("hidden_dim", "n_layers", "n_heads", "intermediate_dim", "lora_rank", "levels",

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.models.contrastive import info_nce
+from ml.models.settings import setting
 
 Backbone = Literal["lightgcn", "simgcl", "gccf"]
 Variant = Literal["base", "con", "gen"]
@@ -50,33 +51,35 @@ ReconstructionLoss = Literal["infonce", "cosine"]
 class GraphCFConfig:
     """One graph-CF run: backbone, RLMRec variant and training (the paper's d = 32, batch 4,096, Adam 1e-3)."""
 
-    backbone: Backbone = "lightgcn"
+    backbone: Backbone = setting("lightgcn", "lightgcn, simgcl or gccf.")
     variant: Variant = "base"
     dim: int = 32
     n_layers: int = 3
     batch_size: int = 4096
-    lr: float = 1e-3
-    l2: float = 1e-4
+    lr: float = setting(1e-3, "Adam's learning rate.")
+    l2: float = setting(1e-4, "L2 on the batch's layer-0 rows, over the batch size.")
     # SimGCL's own contrastive term (ignored by the other backbones).
-    noise_eps: float = 0.1
-    cl_weight: float = 0.2
+    noise_eps: float = setting(0.1, "SimGCL: norm of each layer's noise.")
+    cl_weight: float = setting(0.2, "SimGCL: weight of its view-contrastive term.")
     cl_temperature: float = 0.2
     # RLMRec's alignment: Con's InfoNCE weight and Gen's reconstruction weight, the authors' released
     # defaults for LightGCN (kd_weight 1e-2, recon_weight 1e-1); the paper itself states neither.
-    alignment_weight: float = 0.01
-    reconstruction_weight: float = 0.1
-    temperature: float = 0.2
-    mask_ratio: float = 0.1
+    alignment_weight: float = setting(0.01, "RLMRec-Con: weight of the InfoNCE alignment.")
+    reconstruction_weight: float = setting(0.1, "RLMRec-Gen: weight of the masked reconstruction (the authors' "
+                                           "recon_weight; Con's is 10x smaller).")
+    temperature: float = setting(0.2, "RLMRec: InfoNCE temperature.")
+    mask_ratio: float = setting(0.1, "RLMRec-Gen: share of nodes masked per step.")
     reconstruction_loss: ReconstructionLoss = "infonce"
     # Nodes per kind in one step's alignment InfoNCE (sampled from the batch's, or the masked, nodes): on
     # CPU the full batch's 3.5k users x 6k items logits made a Beauty Con epoch 10x a base one.
-    max_alignment_nodes: int | None = 1024
-    shuffle_profiles: bool = False  # the control: every node gets another node's profile vector
-    exclude_history: bool = True  # served scores leave out the given history's items
-    max_epochs: int = 400
-    max_steps: int | None = None
-    eval_every: int = 5
-    patience: int = 5
+    max_alignment_nodes: int | None = setting(1024, "RLMRec: nodes per kind in one step's alignment InfoNCE, "
+                                              "sampled (null = all the batch's / masked ones).")
+    shuffle_profiles: bool = setting(False, "Control: every node gets another node's vector.")
+    exclude_history: bool = setting(True, "Served scores leave out the history's items.")
+    max_epochs: int = setting(400, "Upper bound; max_steps and early stopping end sooner.")
+    max_steps: int | None = setting(None, "Optimizer-step budget (null = max_epochs only).")
+    eval_every: int = setting(5, "Epochs between validations.")
+    patience: int = setting(5, "Validations in a row without a better NDCG@10 before stopping.")
     seed: int = 42
 
 

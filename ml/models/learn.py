@@ -53,6 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ml.models.settings import setting
+
 ItemTower = Literal["shared", "self_attention_only", "content_projection"]
 ITEM_TOWERS: tuple[str, ...] = ("shared", "self_attention_only", "content_projection")
 Attention = Literal["causal", "self"]
@@ -74,11 +76,11 @@ class LEARNConfig:
     hidden_dim: int = 768
     n_layers: int = 12
     n_heads: int = 12
-    output_dim: int = 64  # the paper's user/item embedding size (fed to the online ranking model)
+    output_dim: int = setting(64, "User and item embedding size (the paper's, fed to the online ranking model).")
     max_len: int = 50
     dropout: float = 0.1
     item_tower: ItemTower = "shared"
-    temperature: float = 0.05  # initial value when learn_temperature
+    temperature: float = setting(0.05, "Softmax temperature (its initial value when learn_temperature).")
     learn_temperature: bool = True
     # Zero-initialize each Transformer layer's residual branch (attention output and second feed-forward
     # projection), as in T-Fixup / ReZero: the untrained PAL is then adapter -> LayerNorm -> projection of
@@ -87,15 +89,16 @@ class LEARNConfig:
     # Subtract log q(item) from the logits (q = the item's share of training targets): a practitioner's
     # correction for popularity-drawn in-batch negatives that the paper does not mention; see the loss.
     logq_correction: bool = False
-    n_history_samples: int = 10  # N_h: user positions per user in the loss (only when sampling)
-    n_target_samples: int = 10  # N_t: target items per user in the loss (only when sampling)
+    n_history_samples: int = setting(10, "N_h: user positions per user in the loss (only when sampling).")
+    n_target_samples: int = setting(10, "N_t: target items per user in the loss (only when sampling).")
     # Two-stage sampling. Off by default: the paper samples on its long industrial sequences only,
     # "no sampling strategy" on the (short) leave-one-out Amazon data; then every position is used.
-    sampling: bool = False
+    sampling: bool = setting(False, "Two-stage sampling (the paper's industrial setting).")
     # How much of the sequence after the split point is the target: "next" (only the item right after it:
     # the paper's Amazon setting, where it notes that item towers (a) and (b) coincide because the target
     # is one item) or "rest" (everything after it, like the paper's industrial month of targets).
-    target_span: TargetSpan = "next"
+    target_span: TargetSpan = setting("next", "Target = only the item after the split point (next: the paper's "
+                                      "Amazon setting) or every item after it (rest: its industrial one).")
     # First-stage (uniform) length caps. The paper's industrial 80 / 40 exceed max_len; 40 / 20 keep
     # their 2:1 ratio within it.
     history_cap: int = 40
@@ -105,14 +108,17 @@ class LEARNConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 128
-    eval_batch_size: int = 1024  # users scored at once during validation (memory: batch x n_items floats)
-    max_epochs: int = 30
-    max_steps: int | None = None  # optimizer-step budget: caps the epochs at ceil(max_steps / steps per epoch)
-    eval_every_steps: int | None = None  # validate every ceil(this / steps per epoch) epochs; None = every epoch
-    patience: int = 5  # validations without a better validation NDCG@10 before stopping
-    warmup_steps: int = 0  # linear warmup, then cosine decay to 0 over max_epochs
+    eval_batch_size: int = setting(1024, "Users scored at once during validation (memory: batch x n_items "
+                                   "floats).")
+    max_epochs: int = setting(30, "Upper bound; max_steps and early stopping end sooner.")
+    max_steps: int | None = setting(None, "Optimizer-step budget: caps the epochs at ceil(max_steps / steps "
+                                    "per epoch) (null = max_epochs only).")
+    eval_every_steps: int | None = setting(None, "Validate every this many steps (rounded up to whole epochs); "
+                                           "null = every epoch.")
+    patience: int = setting(5, "Validations in a row without a better NDCG@10 before stopping.")
+    warmup_steps: int = setting(0, "Linear warm-up steps, then cosine decay to 0 over max_epochs.")
     seed: int = 0
-    device: str = "auto"  # 'auto' = cuda when available, else cpu
+    device: str = setting("auto", "auto = cuda when available, else cpu.")
 
     def __post_init__(self) -> None:
         for name in ("hidden_dim", "n_layers", "n_heads", "output_dim", "max_len", "n_history_samples",

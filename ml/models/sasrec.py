@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.models.selection_grids import DEFAULT_POPULARITY_BETAS
+from ml.models.settings import setting
 
 # Learning-rate schedules (`ml/train/schedules.py`): constant = linear warm-up over warmup_steps, then flat;
 # inverse_sqrt = warm-up, then lr x sqrt(warmup / step) (the Transformer's, EAGER's authors'); cosine =
@@ -70,37 +71,44 @@ class SASRecConfig:
     hidden_dim: int = 64
     n_layers: int = 2
     n_heads: int = 1
-    max_len: int = 50
+    max_len: int = setting(50, "History items the encoder reads (the most recent ones).")
     dropout: float = 0.5
     lr: float = 2e-3
-    # "cosine": linear warmup over warmup_steps, then cosine decay to 0 at max_epochs (stepped per batch);
-    # "constant": lr throughout. Early stopping still picks the epoch on validation either way.
-    lr_schedule: LRSchedule = "constant"
+    lr_schedule: LRSchedule = setting("constant", "constant = lr throughout; cosine = linear warm-up over "
+                                      "warmup_steps, then cosine decay to 0 at max_epochs (stepped per batch).")
     warmup_steps: int = 0
     weight_decay: float = 0.0
     batch_size: int = 256
-    # 1 = a plain shuffle (the default). Above 1, sequences are sorted by length within buckets of this
-    # many batches, so batches are narrow (little padding computed). The loss weighs every real position
-    # the same either way. Measured on Beauty: with "users" batching, bucketing learns less per epoch
-    # (most positions land in a few long-sequence steps); with "positions" batching every step carries
-    # about the same number of positions, and an epoch costs about 0.6x a shuffled one.
-    bucket_batches: int = 1
-    batching: Batching = "users"
-    loss_weighting: LossWeighting = "position"
-    eval_batch_size: int = 1024  # users scored at once during validation (memory: batch x n_items floats)
-    max_epochs: int = 200
-    max_steps: int | None = None  # optimizer-step budget: caps the epochs at ceil(max_steps / steps per epoch)
-    patience: int = 5  # validations in a row without a better validation NDCG@10 before stopping
-    eval_every: int = 2  # epochs between validations
-    eval_every_steps: int | None = None  # when set, validate every ceil(this / steps per epoch) epochs instead
+    # Measured on Beauty: with "users" batching, bucketing learns less per epoch (most positions land in a
+    # few long-sequence steps); with "positions" batching every step carries about the same number of
+    # positions, and an epoch costs about 0.6x a shuffled one.
+    bucket_batches: int = setting(1, "1 = plain shuffle; above 1, sort by length within buckets of this many "
+                                  "batches (narrower batches, faster epochs; the loss weighs positions alike).")
+    batching: Batching = setting("users", "users = batch_size users per batch; positions = about as many real "
+                                 "positions per batch, in length-sorted buckets (no padding).")
+    loss_weighting: LossWeighting = setting("position", "position = every real position weighs the same; "
+                                            "batch_mean = the old biased per-batch mean (A/B only).")
+    eval_batch_size: int = setting(1024, "Users scored at once during validation (memory: batch x n_items "
+                                   "floats).")
+    max_epochs: int = setting(200, "Upper bound; max_steps and early stopping end sooner.")
+    max_steps: int | None = setting(None, "Optimizer-step budget: caps the epochs at ceil(max_steps / steps "
+                                    "per epoch) (null = max_epochs only).")
+    patience: int = setting(5, "Validations in a row without a better NDCG@10 before stopping.")
+    eval_every: int = setting(2, "Epochs between validations.")
+    eval_every_steps: int | None = setting(None, "Validate every this many steps (rounded up to whole epochs); "
+                                           "null = every eval_every epochs.")
     seed: int = 0
-    device: str = "auto"  # 'auto' = cuda when available, else cpu
+    device: str = setting("auto", "auto = cuda when available, else cpu.")
     # The plain SASRec is the fixed ID-only reference (issue 11): raw scores unless asked otherwise.
-    popularity_adjustment: PopularityAdjustment = "none"
-    popularity_betas: tuple[float, ...] = DEFAULT_POPULARITY_BETAS  # the grid "balanced" chooses from
+    popularity_adjustment: PopularityAdjustment = setting(
+        "none", "none = serve raw scores (the ID-only reference); balanced = subtract beta x log(1 + training "
+        "count), beta chosen on balanced validation NDCG@10 (all and long-tail users).")
+    popularity_betas: tuple[float, ...] = setting(DEFAULT_POPULARITY_BETAS, "The grid `balanced` chooses beta "
+                                                  "from (0 = no adjustment).")
     # Menon et al.'s logit-adjusted loss: the training softmax sees score + tau x log(1 + training count), the
-    # served score does not, so the model learns scores with that much popularity taken out. 0 = plain softmax.
-    train_logit_adjustment: float = 0.0
+    # served score does not, so the model learns scores with that much popularity taken out.
+    train_logit_adjustment: float = setting(0.0, "tau of a logit-adjusted training loss (softmax over score + "
+                                            "tau x log(1 + training count)); 0 = plain.")
 
     def __post_init__(self) -> None:
         # A config read back from JSON (checkpoint manifests, MLflow params) holds a list.

@@ -10,7 +10,8 @@ import dagster as dg
 from ml.data.embedding_store import write_embeddings
 from ml.models.checkpoints import item_vectors, load_checkpoint
 from ml.models.registry import kind_of
-from orchestration.assets.training import SASREC, sasrec_model
+from orchestration.assets.shared import checkpoint_name
+from orchestration.assets.training import sasrec_model
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource
 
@@ -22,7 +23,7 @@ ITEM_BEHAVIOUR = "item_behaviour"
 def behaviour_embeddings(context: dg.AssetExecutionContext, artifacts: ArtifactStoreResource) -> dg.MaterializeResult:
     """SASRec item embeddings (the checkpoint selected on validation NDCG@10), one row per item."""
     dataset = context.partition_key
-    checkpoint = load_checkpoint(artifacts.checkpoints_root(), dataset, SASREC)
+    checkpoint = load_checkpoint(artifacts.checkpoints_root(), dataset, checkpoint_name(sasrec_model.key))
     if not kind_of(checkpoint.model).item_id_table:
         raise TypeError(f"{checkpoint.path} holds a {checkpoint.kind} model, which learns no item-ID table")
     vectors = item_vectors(checkpoint.model, served=False)  # the learned table, no score offset

@@ -13,43 +13,27 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from ml.models.blend import BlendConfig, BlendCriterion
+from ml.models.blend import BlendConfig
 from ml.models.checkpoints import Checkpoint, load_checkpoint
 from ml.models.registry import kind_of
 from ml.tracking.training_runs import TrainingOutcome
 from ml.train.blend_selection import fit_blend
 from ml.train.early_stopping import EpochCallback
-from orchestration.assets.shared import load_split, train_tracked, training_asset
-from orchestration.assets.training import CONTENT_SASREC, LEARN, content_sasrec_model, learn_model, sasrec_model
+from orchestration.asset_config import asset_config
+from orchestration.assets.shared import checkpoint_name, load_split, train_tracked, training_asset
+from orchestration.assets.training import content_sasrec_model, learn_model, sasrec_model
 from orchestration.resources import ArtifactStoreResource, MlflowResource, WarehouseResource
 
-BLEND = "blend"
 # Manifest facts of a component worth repeating in the blend's own (the content set and version it read).
 _COMPONENT_FACTS = ("content", "content_version", "content_model", "popularity_beta", "best_epoch")
 
 
-class BlendTrainingConfig(dg.Config):
-    """Which sequence model LEARN is added to, and the grids its weight and popularity offset are chosen from.
-
-    The defaults are the quick preset: 3 x 3 pairs (each a ranking pass over validation, about 2 s on
-    amazon-beauty on the 2 cores); the converged preset searches the library's full grids (7 x 9).
-    """
-
-    sequence_model: Literal["content_sasrec", "sasrec"] = Field(
-        default=CONTENT_SASREC, description="The SASRec-family component: content_sasrec (LLM-enhanced) or sasrec.")
-    weights: list[float] = Field(default=[0.0, 0.5, 1.0], description="rho grid: LEARN's share of the score "
-                                 "spread (0 = the sequence model alone; 1 = both spread alike).")
-    betas: list[float] = Field(default=[0.0, 0.1, 0.2], description="Popularity offset grid: serve "
-                               "scores minus beta x log(1 + training count) (0 = none).")
-    scale_sample_users: int = Field(default=2048, description="Validation users the score spreads are read on.")
-    criterion: BlendCriterion = Field(default="ndcg@10", description="ndcg@10 = validation NDCG@10 over all "
-                                      "users (what the published model is selected on); balanced = the mean of "
-                                      "it and the long-tail users' (the popularity rule's criterion).")
-
-    def blend(self) -> BlendConfig:
-        """The equivalent library config."""
-        return BlendConfig(weights=tuple(self.weights), betas=tuple(self.betas),
-                           scale_sample_users=self.scale_sample_users, criterion=self.criterion)
+BlendTrainingConfig = asset_config(
+    "BlendTrainingConfig", BlendConfig(), asset="blend_model", module=__name__,
+    doc="Which sequence model LEARN is added to, and the grids its weight and popularity offset are chosen from.",
+    extra={"sequence_model": (Literal["content_sasrec", "sasrec"], Field(
+        default=checkpoint_name(content_sasrec_model.key),
+        description="The SASRec-family component: content_sasrec (LLM-enhanced) or sasrec."))})
 
 
 def _component_facts(prefix: str, checkpoint: Checkpoint) -> dict[str, Any]:
@@ -67,7 +51,7 @@ def blend_model(
     """Content-SASRec + w x LEARN - beta x log(1 + count): w and beta chosen on validation NDCG@10."""
     data = load_split(warehouse, context.partition_key)
     sequence, content = (load_checkpoint(artifacts.checkpoints_root(), data.dataset, name)
-                         for name in (config.sequence_model, LEARN))
+                         for name in (config.sequence_model, checkpoint_name(learn_model.key)))
     for checkpoint in (sequence, content):
         if checkpoint.item_ids != data.item_ids:
             raise dg.Failure(f"checkpoint {checkpoint.path} was trained on another item vocabulary; "
@@ -75,12 +59,12 @@ def blend_model(
     if not kind_of(sequence.model).item_id_table or content.kind != "learn":
         raise dg.Failure(f"a blend needs a SASRec-family and a LEARN checkpoint, got {sequence.kind} and "
                          f"{content.kind}")
-    library_config = config.blend()
+    library_config: BlendConfig = config.library_config()
     provenance = {**_component_facts("sequence", sequence), **_component_facts("content", content)}
     context.log.info("blending %s with %s", provenance["sequence_checkpoint"], provenance["content_checkpoint"])
 
     def train(_: EpochCallback) -> TrainingOutcome:
         return TrainingOutcome.of(fit_blend(sequence.model, content.model, data, library_config), extra=provenance)
 
-    return train_tracked(context, mlflow, artifacts, data, BLEND, {**asdict(library_config), **provenance}, train)
+    return train_tracked(context, mlflow, artifacts, data, {**asdict(library_config), **provenance}, train)
 

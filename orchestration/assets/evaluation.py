@@ -44,11 +44,13 @@ from ml.models.checkpoints import check_user_rows, load_checkpoint
 from ml.models.registry import kind_of
 from ml.tracking.mlflow_store import log_metrics, register_best_model
 from ml.train.early_stopping import SELECTION_METRIC
+from orchestration.assets.shared import checkpoint_name
 from orchestration.assets.trained import TRAINED_MODELS, TRAINING_ASSETS
-from orchestration.assets.training import POPULARITY
+from orchestration.assets.training import popularity_model
 from orchestration.partitions import dataset_partitions
 from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowResource, WarehouseResource
 
+POPULARITY = checkpoint_name(popularity_model.key)
 RESULTS_FILE = "results.json"
 CURVES_FILE = "recall_curves.png"
 METRICS_TABLE = "evaluation.model_metrics"

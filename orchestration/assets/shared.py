@@ -23,6 +23,15 @@ from orchestration.resources import DUCKDB_POOL, ArtifactStoreResource, MlflowRe
 
 USER_SEQUENCES = get_asset_key_for_model([data_layer_dbt], "user_sequences")
 TRAINING_EXPERIMENT = "llmrec-training"
+ASSET_SUFFIX = "_model"
+
+
+def checkpoint_name(asset_key: dg.AssetKey) -> str:
+    """The checkpoint (and MLflow model) a training asset writes: its name without the `_model` suffix."""
+    name = asset_key.path[-1]
+    if not name.endswith(ASSET_SUFFIX):
+        raise ValueError(f"training asset {name} must be named <checkpoint>{ASSET_SUFFIX}")
+    return name.removesuffix(ASSET_SUFFIX)
 
 
 def training_asset(deps: list[Any], compute_kind: str = "pytorch") -> Callable[[Callable[..., Any]], Any]:
@@ -40,20 +49,21 @@ class ResumeSettings(dg.Config):
                                             "first epoch end after this many minutes (0 = every epoch).")
 
     def resume_policy(self, artifacts: ArtifactStoreResource, dataset: str, model: str) -> ResumePolicy:
-        """Where and how often this model's partial state is kept for `dataset`."""
+        """Where and how often `model`'s partial state is kept for `dataset` (`model` = its checkpoint name)."""
         return ResumePolicy(artifacts.partial_training_path(dataset, model), self.checkpoint_every_minutes,
                             self.resume)
 
 
-# The ResumeSettings fields are the asset's, not the model's: the library configs never see them.
-RESUME_FIELDS = frozenset(ResumeSettings.model_fields)
-
 
 def train_tracked(
     context: dg.AssetExecutionContext, mlflow: MlflowResource, artifacts: ArtifactStoreResource,
-    data: SequenceData, name: str, params: dict[str, Any], train: Callable[[EpochCallback], TrainingOutcome],
+    data: SequenceData, params: dict[str, Any], train: Callable[[EpochCallback], TrainingOutcome],
 ) -> dg.MaterializeResult:
-    """Train through `track_training` (MLflow run, checkpoint, curve) and describe the result as asset metadata."""
+    """Train through `track_training` (MLflow run, checkpoint, curve) and describe the result as asset metadata.
+
+    The checkpoint and MLflow model are named after the asset (`checkpoint_name`).
+    """
+    name = checkpoint_name(context.asset_key)
     place = RunPlace(mlflow.store(), TRAINING_EXPERIMENT, artifacts.checkpoints_root(), artifacts.results_root(),
                      tags={"dagster_run_id": context.run.run_id,
                            "dagster_asset": context.asset_key.to_user_string()})

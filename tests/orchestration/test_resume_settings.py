@@ -10,10 +10,9 @@ from orchestration.resources import ArtifactStoreResource
 
 def test_resume_settings_reach_a_policy_and_never_the_model_config(tmp_path: Path) -> None:
     artifacts = ArtifactStoreResource(root=str(tmp_path), model_cache=str(tmp_path / "models"))
-    for config, library in ((SASRecTrainingConfig(), SASRecTrainingConfig().sasrec()),
-                            (ContentSASRecTrainingConfig(), ContentSASRecTrainingConfig().content_sasrec()),
-                            (EAGERTrainingConfig(), EAGERTrainingConfig().eager()),
-                            (ED2TrainingConfig(), ED2TrainingConfig().ed2())):
+    for config_class in (SASRecTrainingConfig, ContentSASRecTrainingConfig, EAGERTrainingConfig, ED2TrainingConfig):
+        config = config_class()
+        library = config.library_config()
         assert config.resume and config.checkpoint_every_minutes == 10.0
         assert not hasattr(library, "resume") and not hasattr(library, "checkpoint_every_minutes")
     policy = EAGERTrainingConfig(resume=False, checkpoint_every_minutes=0).resume_policy(artifacts, "beauty", "eager")
