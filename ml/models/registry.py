@@ -192,7 +192,8 @@ def payload(model: nn.Module, config: ModelConfig | None) -> dict[str, Any]:
 
 def rebuild(payload: dict[str, Any]) -> nn.Module:
     """The model a `payload` describes, weights loaded, in eval mode."""
-    model = model_kind(payload["kind"]).build(payload)
+    kind = model_kind(payload["kind"])
+    model = kind.build(payload)
     own = model.state_dict()
     state = dict(payload["state_dict"])
     unknown = set(state) - set(own)
@@ -202,7 +203,7 @@ def rebuild(payload: dict[str, Any]) -> nn.Module:
         # Written before the popularity adjustment existed: those models served raw scores, a zero bias.
         state["item_bias"] = torch.zeros_like(own["item_bias"])
     # Sub-models were loaded whole by `build`; every other tensor must be in the payload.
-    sub_model_keys = tuple(f"{name}." for name in model_kind(payload["kind"]).sub_models)
+    sub_model_keys = tuple(f"{name}." for name in kind.sub_models)
     missing = {key for key in own if not key.startswith(sub_model_keys)} - set(state)
     if missing:
         raise ValueError(f"{payload['kind']} checkpoint lacks state {sorted(missing)[:5]}")
