@@ -38,7 +38,7 @@ class LibraryBackedConfig(dg.Config):
         return self.library_class(**values, **fixed)
 
 
-# Every config `asset_config` built, by training asset name (the tests and benchmarks read it).
+# Every config `asset_config` built, by training asset name (`tests/orchestration/test_asset_config.py` checks each).
 ASSET_CONFIGS: dict[str, type[LibraryBackedConfig]] = {}
 
 
