@@ -80,9 +80,9 @@ test: prepare
 	$(BIN)/python -m pytest
 
 # Every tier: adds the movielens quality gate, the amazon-beauty acceptance run, the LLM tests and the browser
-# tests (what CI runs).
+# tests (what CI runs); the 25 slowest tests are listed at the end, so a CI log shows where its time went.
 test-all: prepare
-	$(BIN)/python -m pytest -m ""
+	$(BIN)/python -m pytest -m "" --durations=25
 
 lint: install
 	$(BIN)/ruff check .
