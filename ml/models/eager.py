@@ -66,7 +66,7 @@ from ml.codes.trie import (
 from ml.models.code_decoder import KeysValues, SelfAttentionCache
 from ml.models.eager_decoder import StreamDecoder, TransferModule, decoder_inputs
 from ml.models.sasrec import LRSchedule, check_lr_schedule, left_pad
-from ml.models.settings import setting
+from ml.models.settings import EVAL_EVERY, EVAL_EVERY_STEPS, MAX_EPOCHS, PATIENCE, WARMUP_LR_SCHEDULE, setting
 
 Stream = Literal["behaviour", "semantic"]
 STREAMS: tuple[Stream, ...] = get_args(Stream)
@@ -113,8 +113,7 @@ class EAGERConfig:
     lr: float = 1e-3
     warmup_steps: int = 500
     # The authors' is inverse_sqrt (after a 2,000-step warm-up); constant keeps the quick preset's measured figures.
-    lr_schedule: LRSchedule = setting("constant", "constant = warm-up, then flat; inverse_sqrt = warm-up, then "
-                                      "lr x sqrt(warmup / step); cosine = decay to 0 at the step budget.")
+    lr_schedule: LRSchedule = setting("constant", WARMUP_LR_SCHEDULE)
     weight_decay: float = 0.0
     batch_size: int = 256
     # Most histories are far shorter than max_len, so bucketed batches are narrow; every example still weighs
@@ -122,13 +121,12 @@ class EAGERConfig:
     bucket_batches: int = setting(32, "1 = plain shuffle; above 1, sort by history length within buckets of this "
                                   "many batches (narrower batches, same loss weights).")
     eval_batch_size: int = setting(256, "Users beam-searched at once.")
-    max_epochs: int = setting(200, "Upper bound; max_steps and early stopping end sooner.")
+    max_epochs: int = setting(200, MAX_EPOCHS)
     max_steps: int | None = setting(None, "Optimizer-step budget; training stops after exactly this many steps, "
                                     "mid-epoch if need be (null = max_epochs only).")
-    eval_every: int = setting(1, "Epochs between validations.")
-    eval_every_steps: int | None = setting(None, "Validate every this many steps (rounded up to whole epochs); "
-                                           "null = every eval_every epochs.")
-    patience: int = setting(5, "Validations in a row without a better NDCG@10 before stopping.")
+    eval_every: int = setting(1, EVAL_EVERY)
+    eval_every_steps: int | None = setting(None, EVAL_EVERY_STEPS)
+    patience: int = setting(5, PATIENCE)
     seed: int = 0
     device: str = "auto"
 

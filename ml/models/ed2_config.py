@@ -7,7 +7,16 @@ from typing import Literal
 
 from ml.models.residual_quantizer import QuantizerConfig
 from ml.models.sasrec import LRSchedule, check_lr_schedule
-from ml.models.settings import setting
+from ml.models.settings import (
+    DEVICE,
+    EVAL_EVERY,
+    EVAL_EVERY_STEPS,
+    MAX_EPOCHS,
+    PATIENCE,
+    STEP_BUDGET,
+    WARMUP_LR_SCHEDULE,
+    setting,
+)
 
 Backbone = Literal["tiny", "smollm2"]
 FineTune = Literal["full", "lora"]
@@ -67,20 +76,18 @@ class ED2Config:
     lr: float = 1e-3
     warmup_steps: int = 100
     # The authors' is cosine (to 0 at the step budget); constant keeps the quick preset's measured figures.
-    lr_schedule: LRSchedule = setting("constant", "constant = warm-up, then flat; inverse_sqrt = warm-up, then "
-                                      "lr x sqrt(warmup / step); cosine = decay to 0 at the step budget.")
+    lr_schedule: LRSchedule = setting("constant", WARMUP_LR_SCHEDULE)
     weight_decay: float = 0.0
     batch_size: int = 128
     bucket_batches: int = 32
     eval_batch_size: int = 128
-    max_epochs: int = setting(100, "Upper bound; max_steps and early stopping end sooner.")
-    max_steps: int | None = setting(None, "Optimizer-step budget (null = max_epochs only).")
-    eval_every: int = setting(1, "Epochs between validations.")
-    eval_every_steps: int | None = setting(None, "Validate every this many steps (rounded up to whole epochs); "
-                                           "null = every eval_every epochs.")
-    patience: int = setting(5, "Validations in a row without a better NDCG@10 before stopping.")
+    max_epochs: int = setting(100, MAX_EPOCHS)
+    max_steps: int | None = setting(None, STEP_BUDGET)
+    eval_every: int = setting(1, EVAL_EVERY)
+    eval_every_steps: int | None = setting(None, EVAL_EVERY_STEPS)
+    patience: int = setting(5, PATIENCE)
     seed: int = 0
-    device: str = setting("auto", "auto = cuda when available, else cpu.")
+    device: str = setting("auto", DEVICE)
 
     def __post_init__(self) -> None:
         for name in ("hidden_dim", "n_layers", "n_heads", "intermediate_dim", "lora_rank", "levels",

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.models.contrastive import info_nce
-from ml.models.settings import setting
+from ml.models.settings import EVAL_EVERY, MAX_EPOCHS, PATIENCE, STEP_BUDGET, setting
 
 Backbone = Literal["lightgcn", "simgcl", "gccf"]
 Variant = Literal["base", "con", "gen"]
@@ -76,10 +76,10 @@ class GraphCFConfig:
                                               "sampled (null = all the batch's / masked ones).")
     shuffle_profiles: bool = setting(False, "Control: every node gets another node's vector.")
     exclude_history: bool = setting(True, "Served scores leave out the history's items.")
-    max_epochs: int = setting(400, "Upper bound; max_steps and early stopping end sooner.")
-    max_steps: int | None = setting(None, "Optimizer-step budget (null = max_epochs only).")
-    eval_every: int = setting(5, "Epochs between validations.")
-    patience: int = setting(5, "Validations in a row without a better NDCG@10 before stopping.")
+    max_epochs: int = setting(400, MAX_EPOCHS)
+    max_steps: int | None = setting(None, STEP_BUDGET)
+    eval_every: int = setting(5, EVAL_EVERY)
+    patience: int = setting(5, PATIENCE)
     seed: int = 42
 
 

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ml.models.settings import setting
+from ml.models.settings import DEVICE, EPOCH_CAPPING_STEP_BUDGET, MAX_EPOCHS, PATIENCE, SCORED_USERS, setting
 
 ItemTower = Literal["shared", "self_attention_only", "content_projection"]
 ITEM_TOWERS: tuple[str, ...] = ("shared", "self_attention_only", "content_projection")
@@ -108,17 +108,15 @@ class LEARNConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 128
-    eval_batch_size: int = setting(1024, "Users scored at once during validation (memory: batch x n_items "
-                                   "floats).")
-    max_epochs: int = setting(30, "Upper bound; max_steps and early stopping end sooner.")
-    max_steps: int | None = setting(None, "Optimizer-step budget: caps the epochs at ceil(max_steps / steps "
-                                    "per epoch) (null = max_epochs only).")
+    eval_batch_size: int = setting(1024, SCORED_USERS)
+    max_epochs: int = setting(30, MAX_EPOCHS)
+    max_steps: int | None = setting(None, EPOCH_CAPPING_STEP_BUDGET)
     eval_every_steps: int | None = setting(None, "Validate every this many steps (rounded up to whole epochs); "
                                            "null = every epoch.")
-    patience: int = setting(5, "Validations in a row without a better NDCG@10 before stopping.")
+    patience: int = setting(5, PATIENCE)
     warmup_steps: int = setting(0, "Linear warm-up steps, then cosine decay to 0 over max_epochs.")
     seed: int = 0
-    device: str = setting("auto", "auto = cuda when available, else cpu.")
+    device: str = setting("auto", DEVICE)
 
     def __post_init__(self) -> None:
         for name in ("hidden_dim", "n_layers", "n_heads", "output_dim", "max_len", "n_history_samples",

@@ -38,7 +38,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.models.selection_grids import DEFAULT_POPULARITY_BETAS
-from ml.models.settings import setting
+from ml.models.settings import (
+    DEVICE,
+    EPOCH_CAPPING_STEP_BUDGET,
+    EVAL_EVERY,
+    EVAL_EVERY_STEPS,
+    MAX_EPOCHS,
+    PATIENCE,
+    SCORED_USERS,
+    setting,
+)
 
 # Learning-rate schedules (`ml/train/schedules.py`): constant = linear warm-up over warmup_steps, then flat;
 # inverse_sqrt = warm-up, then lr x sqrt(warmup / step) (the Transformer's, EAGER's authors'); cosine =
@@ -88,17 +97,14 @@ class SASRecConfig:
                                  "positions per batch, in length-sorted buckets (no padding).")
     loss_weighting: LossWeighting = setting("position", "position = every real position weighs the same; "
                                             "batch_mean = the old biased per-batch mean (A/B only).")
-    eval_batch_size: int = setting(1024, "Users scored at once during validation (memory: batch x n_items "
-                                   "floats).")
-    max_epochs: int = setting(200, "Upper bound; max_steps and early stopping end sooner.")
-    max_steps: int | None = setting(None, "Optimizer-step budget: caps the epochs at ceil(max_steps / steps "
-                                    "per epoch) (null = max_epochs only).")
-    patience: int = setting(5, "Validations in a row without a better NDCG@10 before stopping.")
-    eval_every: int = setting(2, "Epochs between validations.")
-    eval_every_steps: int | None = setting(None, "Validate every this many steps (rounded up to whole epochs); "
-                                           "null = every eval_every epochs.")
+    eval_batch_size: int = setting(1024, SCORED_USERS)
+    max_epochs: int = setting(200, MAX_EPOCHS)
+    max_steps: int | None = setting(None, EPOCH_CAPPING_STEP_BUDGET)
+    patience: int = setting(5, PATIENCE)
+    eval_every: int = setting(2, EVAL_EVERY)
+    eval_every_steps: int | None = setting(None, EVAL_EVERY_STEPS)
     seed: int = 0
-    device: str = setting("auto", "auto = cuda when available, else cpu.")
+    device: str = setting("auto", DEVICE)
     # The plain SASRec is the fixed ID-only reference (issue 11): raw scores unless asked otherwise.
     popularity_adjustment: PopularityAdjustment = setting(
         "none", "none = serve raw scores (the ID-only reference); balanced = subtract beta x log(1 + training "
